@@ -1,0 +1,105 @@
+"""lune: make a language model forget chosen facts, and prove it.
+
+One entry point, one sub-command per pipeline stage. Each sub-command lives in
+``lune/commands/<name>.py`` and provides ``HELP`` (one line), ``EXAMPLE``, ``add_arguments(parser)``
+and ``run(args) -> int``; its heavy imports (torch, vLLM, Prefect) happen inside ``run`` so that
+``lune --help`` is instant.
+
+    lune ingest tofu data/sample/tofu --forget forget01
+    lune stats
+    lune sql "SELECT * FROM v_facts_by_split"
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from types import ModuleType
+
+from data.errors import LuneError
+
+# Sub-command name -> module, in pipeline order. A module that is not there yet is left out of
+# the command line (its stage is not built), so the help only lists what works.
+COMMANDS: dict[str, str] = {
+    "ingest": "lune.commands.ingest",
+    "generate": "lune.commands.generate",
+    "score": "lune.commands.score",
+    "curate": "lune.commands.curate",
+    "export": "lune.commands.export",
+    "teach": "lune.commands.teach",
+    "unlearn": "lune.commands.unlearn",
+    "evaluate": "lune.commands.evaluate",
+    "report": "lune.commands.report",
+    "run": "lune.commands.run",
+    "sql": "lune.commands.sql",
+    "stats": "lune.commands.stats",
+}
+
+
+def _available_commands() -> dict[str, ModuleType]:
+    found = {}
+    for name, module_name in COMMANDS.items():
+        try:
+            found[name] = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:  # the module exists but one of its imports is missing: a bug
+                raise
+    return found
+
+
+def add_db_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--db`` option every store-touching sub-command takes."""
+    parser.add_argument(
+        "--db",
+        default=os.environ.get("LUNE_DB") or "lune.duckdb",
+        help="DuckDB store file (default: $LUNE_DB, else ./lune.duckdb)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lune",
+        description="Make a language model forget chosen facts with LoRA on negative examples, and prove it.",
+        epilog="Run `lune COMMAND --help` for each command's options and an example.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in _available_commands().items():
+        sub_parser = sub.add_parser(
+            name,
+            help=module.HELP,
+            description=module.HELP,
+            epilog=f"example:\n  {module.EXAMPLE}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if getattr(module, "USES_STORE", True):
+            add_db_argument(sub_parser)
+        module.add_arguments(sub_parser)
+        sub_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Quiet, offline defaults for the libraries lune drives; a user's own settings win.
+    for key, value in {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    }.items():
+        os.environ.setdefault(key, value)
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except LuneError as err:
+        print(f"lune {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lune {args.command}: interrupted; what was stored so far is kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
