@@ -267,8 +267,16 @@ class Store:
                   parent_run_id: str | None = None) -> str:
         """Record a stage run as running and return its id (a fresh one unless given)."""
         run_id = run_id or uuid.uuid4().hex[:16]
-        self.insert("runs", [{"run_id": run_id, "kind": kind, "parent_run_id": parent_run_id,
-                              "config": dict(config or {}), "status": "running"}], replace=True)
+        # A run id can be started again (a resumed stage, or a stage whose row the pipeline created
+        # first): keep its parent and start time, refresh the rest.
+        self.execute(
+            "INSERT INTO runs (run_id, kind, parent_run_id, config, status) VALUES (?, ?, ?, ?, 'running') "
+            "ON CONFLICT (run_id) DO UPDATE SET kind = excluded.kind, status = 'running', "
+            "parent_run_id = coalesce(excluded.parent_run_id, runs.parent_run_id), "
+            "config = CASE WHEN excluded.config = '{}' THEN runs.config ELSE excluded.config END, "
+            "finished_at = NULL, error = NULL",
+            [run_id, kind, parent_run_id, _to_json(dict(config or {})), ],
+        )
         return run_id
 
     def finish_run(self, run_id: str, *, status: str = "completed", metrics: Mapping[str, Any] | None = None,
