@@ -198,9 +198,18 @@ class Store:
         return [dict(zip(names, row)) for row in result.fetchall()]
 
     def arrow(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> pa.Table:
-        """Run a query and return an Arrow table (fast path for large reads)."""
-        result = self._execute(sql, params)
-        return result.to_arrow_table() if hasattr(result, "to_arrow_table") else result.arrow()
+        """Run a query and return an Arrow table (fast path for large reads).
+
+        Goes through a relation (``con.sql``): DuckDB 2 warns that Arrow output of an
+        ``execute()`` result makes an extra copy of the rows. A statement without a result (DDL)
+        gives an empty table.
+        """
+        try:
+            relation = self.con.sql(sql, params=params)
+        except (duckdb.InvalidInputException, duckdb.PermissionException) as err:
+            self._raise_read_only(err)
+            raise
+        return relation.to_arrow_table() if relation is not None else pa.table({})
 
     def scalar(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> Any:
         rows = self._execute(sql, params).fetchall()
@@ -310,12 +319,16 @@ class Store:
         try:
             return self.con.execute(sql, params) if params is not None else self.con.execute(sql)
         except (duckdb.InvalidInputException, duckdb.PermissionException) as err:
-            if self.read_only and "read-only" in str(err).lower():
-                raise ReadOnlyViolation(
-                    "this connection is read-only: `lune sql` only runs queries (SELECT, WITH, DESCRIBE, SHOW, ...); "
-                    "change data through the lune commands or a DuckDB client opened on the file"
-                ) from None
+            self._raise_read_only(err)
             raise
+
+    def _raise_read_only(self, err: duckdb.Error) -> None:
+        """Turn DuckDB's refusal of a write on a read-only file into a ReadOnlyViolation."""
+        if self.read_only and "read-only" in str(err).lower():
+            raise ReadOnlyViolation(
+                "this connection is read-only: `lune sql` only runs queries (SELECT, WITH, DESCRIBE, SHOW, ...); "
+                "change data through the lune commands or a DuckDB client opened on the file"
+            ) from None
 
 
 def _first_per_key(batch: pa.Table, key: tuple[str, ...]) -> pa.Table:
