@@ -96,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     except LuneError as err:
         print(f"lune {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # Output piped into `head` and the like: stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print(f"lune {args.command}: interrupted; what was stored so far is kept, rerun to resume", file=sys.stderr)
         return 130
