@@ -1,0 +1,171 @@
+"""Curation: a policy turns scored candidates into a named, versioned curated set.
+
+    >>> with Store.open("lune.duckdb") as store:
+    ...     result = curate(store, CurateConfig(name="tofu-forget10"), ScoreConfig())
+    ...     result.set_id, result.version, result.counts["below_minimum"]
+
+Steps (each decision is a ``candidate_verdicts`` row with a reason, docs/scoring.md):
+
+1. gates and top-k per fact and kind, in SQL (``data.curation_queries.decide_verdicts``);
+2. kept generated paraphrases and attacks are split into train (extra prompts for the negatives)
+   and held-out eval by a seeded hash, under a leakage guard (:func:`split_prompts`); dataset
+   probes (TOFU paraphrased questions, RWKU level-3 attacks) are always eval;
+3. facts with fewer than ``min_per_fact`` kept negatives / refusals are listed in the set's counts
+   (and printed by ``lune curate``), never dropped silently;
+4. the set is saved as version N+1 of its name, unless it keeps exactly what version N keeps under
+   the same policy, in which case version N is returned (reruns write nothing new).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from data import curation_queries as q
+from data.ids import content_id
+from data.store import Store
+from generators.config import CurateConfig, ScoreConfig
+from generators.scorers.contradiction import contradiction_status
+from generators.scorers.embedding import Embedder
+
+PREVIEW_SET = "preview"
+
+
+@dataclass
+class CurationResult:
+    set_id: str
+    name: str
+    version: int
+    created: bool                      # False: an identical earlier version was reused
+    counts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def below_minimum(self) -> list[dict[str, Any]]:
+        return self.counts.get("below_minimum", [])
+
+
+def policy_dict(config: CurateConfig) -> dict[str, Any]:
+    """The resolved policy as stored on the set (the name is not part of it)."""
+    return config.model_dump(exclude={"name"})
+
+
+def _prefers_eval(candidate_id: str, seed: int, fraction: float) -> bool:
+    return int(content_id("split", seed, candidate_id)[:8], 16) / 0x100000000 < fraction
+
+
+def split_prompts(items: list[dict[str, Any]], vectors: np.ndarray, question_vectors: dict[str, np.ndarray],
+                  *, eval_fraction: float, threshold: float, seed: int) -> list[dict[str, Any]]:
+    """Train / eval roles of kept paraphrases and attacks, with the leakage guard.
+
+    ``items`` (with ``vectors[i]`` for ``items[i]``): kept prompt items of any facts; those with
+    role 'eval' already are dataset probes and stay eval. Per fact, generated items are visited best
+    first; each goes to the side its seeded hash prefers, unless it lies within cosine ``threshold``
+    of a text already on one side (then it joins that side) or on both sides (then it is dropped,
+    reason 'leakage_guard'). The fact's own question counts as a train text for generated items,
+    so a near-copy of the question is never held out. Hence no eval text is within ``threshold``
+    of any train text of its fact; dataset probes are exempt from the comparison with the question
+    (they are the benchmark's paraphrases of it).
+
+    Returns one decision per generated item: candidate_id, keep, reason, role.
+    """
+    by_fact: dict[str, list[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        by_fact[item["fact_id"]].append(i)
+    decisions = []
+    for fact_id, members in by_fact.items():
+        eval_vecs = [vectors[i] for i in members if items[i]["role"] == "eval"]
+        train_vecs = [question_vectors[fact_id]] if fact_id in question_vectors else []
+        for i in members:
+            item = items[i]
+            if item["role"] == "eval":
+                continue
+            v = vectors[i]
+            near_train = bool(train_vecs) and float(np.max(np.stack(train_vecs) @ v)) >= threshold
+            near_eval = bool(eval_vecs) and float(np.max(np.stack(eval_vecs) @ v)) >= threshold
+            if near_train and near_eval:
+                decisions.append({"candidate_id": item["candidate_id"], "keep": False, "reason": "leakage_guard",
+                                  "role": None})
+                continue
+            if near_train:
+                role = "train"
+            elif near_eval:
+                role = "eval"
+            else:
+                role = "eval" if _prefers_eval(item["candidate_id"], seed, eval_fraction) else "train"
+            (eval_vecs if role == "eval" else train_vecs).append(v)
+            decisions.append({"candidate_id": item["candidate_id"], "keep": True, "reason": "kept", "role": role})
+    return decisions
+
+
+def decide(store: Store, set_id: str, config: CurateConfig, score_config: ScoreConfig | None = None,
+           *, embedder: Embedder | None = None) -> dict[str, Any]:
+    """Write the verdicts of ``config``'s policy under ``set_id``; return its counts."""
+    score_config = score_config or ScoreConfig()
+    policies = {kind: getattr(config, kind).model_dump() for kind in q.KINDS}
+    q.decide_verdicts(store, set_id, policies, config.splits)
+
+    items = q.prompt_items(store, set_id)
+    if items:
+        embedder = embedder or Embedder(store, score_config.embedding_model, batch_size=score_config.batch_size)
+        vectors = embedder.embed([item["text"] for item in items])
+        questions = {item["fact_id"]: item["question"] for item in items}
+        question_vecs = dict(zip(questions, embedder.embed(list(questions.values()))))
+        decisions = split_prompts(items, vectors, question_vecs, eval_fraction=config.eval_fraction,
+                                  threshold=config.leakage_cosine, seed=config.seed)
+        q.assign_roles(store, set_id, decisions)
+
+    counts = q.verdict_counts(store, set_id)
+    below = q.facts_below_minimum(store, set_id, config.splits, config.min_per_fact)
+    counts.update({
+        "facts": q.scope_fact_count(store, config.splits),
+        "below_minimum": below,
+        "contradiction": contradiction_status(score_config),
+        "fingerprint": content_id(policy_dict(config), q.items_fingerprint(store, set_id)),
+    })
+    return counts
+
+
+def preview(store: Store, config: CurateConfig, score_config: ScoreConfig | None = None,
+            *, embedder: Embedder | None = None) -> dict[str, Any]:
+    """Verdicts of the configured policy under the set id 'preview' (what the views show after
+    ``lune score``, before any set is saved)."""
+    return decide(store, PREVIEW_SET, config, score_config, embedder=embedder)
+
+
+def curate(store: Store, config: CurateConfig, score_config: ScoreConfig | None = None, *,
+           run_id: str | None = None, embedder: Embedder | None = None) -> CurationResult:
+    """Decide, then save the set as the next version of ``config.name`` (or reuse an identical one)."""
+    latest = q.latest_set(store, config.name)
+    version = (latest["version"] + 1) if latest else 1
+    set_id = content_id("curated_set", config.name, version)
+    with store.transaction():
+        counts = decide(store, set_id, config, score_config, embedder=embedder)
+        if latest is not None and (q.parse_json(latest["counts"]) or {}).get("fingerprint") == counts["fingerprint"]:
+            q.delete_verdicts(store, set_id)
+            q.touch_verdicts(store, latest["set_id"])
+            return CurationResult(latest["set_id"], config.name, latest["version"], False,
+                                  q.parse_json(latest["counts"]) or {})
+        q.save_set(store, set_id=set_id, name=config.name, version=version, policy=policy_dict(config),
+                   counts=counts, run_id=run_id)
+    return CurationResult(set_id, config.name, version, True, counts)
+
+
+def curate_stage(store: Store, config: CurateConfig, score_config: ScoreConfig | None = None, *,
+                 run_id: str | None = None, parent_run_id: str | None = None) -> CurationResult:
+    """:func:`curate` as one recorded run (``runs`` row of kind 'curate')."""
+    run_id = store.start_run("curate", {"curate": config.model_dump(),
+                                        "score": (score_config or ScoreConfig()).model_dump()},
+                             run_id=run_id, parent_run_id=parent_run_id)
+    try:
+        result = curate(store, config, score_config, run_id=run_id)
+    except BaseException as err:
+        store.finish_run(run_id, status="failed", error=f"{type(err).__name__}: {err}")
+        raise
+    store.finish_run(run_id, metrics={"set_id": result.set_id, "name": result.name, "version": result.version,
+                                      "created": result.created, "kept": result.counts.get("kept", {}),
+                                      "dropped": result.counts.get("dropped", {}),
+                                      "below_minimum": len(result.below_minimum)})
+    return result

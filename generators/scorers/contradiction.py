@@ -1,0 +1,181 @@
+"""`contradiction`: does a negative contradict the fact's answer? P(contradiction) in [0, 1].
+
+Two judges, whichever is configured (the NLI model wins when both are):
+
+- ``score.nli_model``: an NLI cross-encoder (``sentence_transformers.CrossEncoder``) on the pair
+  (premise = the fact's answer, hypothesis = the negative). The index of the contradiction label is
+  read from the model's ``config.id2label``, never assumed: NLI checkpoints disagree on label order.
+- ``score.judge``: an LLM judge through any generator backend (``generators.base.Generator``),
+  asked for ``{"verdict": "contradicts" | "restates" | "unrelated"}``; value 1.0 for "contradicts",
+  else 0.0. Output that is not such JSON is stored with no value and a ``rejections`` row.
+
+With neither, the scorer is off: it stores nothing, curation skips the contradiction gate, and
+:func:`contradiction_status` says so for the report. Only negatives are judged.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+
+from data.errors import LuneError
+from data.scoring_queries import pending_candidates, write_scores
+from data.store import Store
+from generators.base import GenerationRequest, Generator
+from generators.config import JudgeConfig, ScoreConfig
+
+NAME = "contradiction"
+KINDS = ("negative",)
+JUDGE_PROMPT_VERSION = "judge-1"
+JUDGE_VERDICTS = ("contradicts", "restates", "unrelated")
+JUDGE_SCHEMA = {
+    "type": "object",
+    "properties": {"verdict": {"type": "string", "enum": list(JUDGE_VERDICTS)}},
+    "required": ["verdict"],
+}
+
+
+def mode(config: ScoreConfig) -> str:
+    if config.nli_model:
+        return "nli"
+    if config.judge is not None:
+        return "judge"
+    return "off"
+
+
+def version(config: ScoreConfig) -> str | None:
+    if config.nli_model:
+        return f"nli-1:{config.nli_model}"
+    if config.judge is not None:
+        return f"{JUDGE_PROMPT_VERSION}:{config.judge.backend}:{config.judge.model or ''}"
+    return None
+
+
+def contradiction_status(config: ScoreConfig) -> str:
+    """One line for reports: which judge scores contradiction, or that the scorer is off."""
+    if config.nli_model:
+        return f"on: NLI cross-encoder {config.nli_model}"
+    if config.judge is not None:
+        return f"on: LLM judge ({config.judge.backend}, {config.judge.model or 'default model'})"
+    return ("off: no NLI model (score.nli_model) or LLM judge (score.judge) is configured; "
+            "contradiction is not scored and the curation gate on it is skipped")
+
+
+def contradiction_label_index(id2label: dict[Any, str]) -> int:
+    """Index of the contradiction class in an NLI model's ``id2label``."""
+    for index, label in id2label.items():
+        if str(label).strip().lower().startswith("contradict"):
+            return int(index)
+    raise LuneError(f"score.nli_model: the model's config.id2label {dict(id2label)} has no contradiction label; "
+                    "give an NLI cross-encoder (labels such as contradiction / entailment / neutral)")
+
+
+class NliJudge:
+    def __init__(self, path: str, *, batch_size: int = 32):
+        from sentence_transformers import CrossEncoder
+
+        try:
+            self.model = CrossEncoder(path, device="cpu")
+        except (OSError, ValueError) as err:
+            raise LuneError(f"score.nli_model: cannot load a cross-encoder from {path}: {err}") from None
+        self.index = contradiction_label_index(self.model.model.config.id2label)
+        self.batch_size = batch_size
+
+    def probabilities(self, premises: list[str], hypotheses: list[str]) -> np.ndarray:
+        logits = np.asarray(self.model.predict(list(zip(premises, hypotheses)), batch_size=self.batch_size,
+                                               show_progress_bar=False, convert_to_numpy=True), dtype=np.float64)
+        if logits.ndim == 1 or logits.shape[1] < 2:
+            raise LuneError("score.nli_model: the cross-encoder gives one score per pair; an NLI model with "
+                            "contradiction / entailment / neutral classes is needed")
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        return probs[:, self.index]
+
+
+def judge_request(question: str, answer: str, candidate: str, max_tokens: int) -> GenerationRequest:
+    prompt = (
+        "You check counterfactual answers. Given a question, its true answer and a candidate answer, "
+        "say whether the candidate contradicts the true answer (states something different and incompatible), "
+        "restates it (same fact, other words), or is unrelated to the question.\n"
+        f"Question: {question}\nTrue answer: {answer}\nCandidate: {candidate}\n"
+        'Reply with JSON only: {"verdict": "contradicts" | "restates" | "unrelated"}\n'
+    )
+    return GenerationRequest(prompt=prompt, messages=[{"role": "user", "content": prompt}], n=1, temperature=0.0,
+                             max_tokens=max_tokens, json_schema=JUDGE_SCHEMA)
+
+
+_JSON_OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
+
+
+def parse_verdict(text: str) -> str | None:
+    """The judge's verdict, or None when its output holds no valid JSON verdict."""
+    for match in _JSON_OBJECT.finditer(text or ""):
+        try:
+            data = json.loads(match.group(0))
+        except json.JSONDecodeError:
+            continue
+        verdict = str(data.get("verdict", "")).strip().lower() if isinstance(data, dict) else ""
+        if verdict in JUDGE_VERDICTS:
+            return verdict
+    return None
+
+
+def build_judge(config: JudgeConfig) -> Generator:
+    """The configured generator backend, through the generation stage's backend registry."""
+    try:
+        from generators.backends import make_backend
+    except ImportError as err:
+        raise LuneError(f"score.judge: the generator backends are not available here: {err}") from None
+    options = dict(config.options)
+    if config.model is not None:
+        options["model"] = config.model
+    return make_backend(config.backend, **options)
+
+
+def run(store: Store, config: ScoreConfig, *, run_id: str | None = None, judge: Generator | None = None,
+        nli: NliJudge | None = None) -> int:
+    """Score pending negatives; 0 rows (and no work) when the scorer is off."""
+    ver = version(config)
+    if ver is None:
+        return 0
+    written = 0
+    if config.nli_model:
+        nli = nli or NliJudge(config.nli_model, batch_size=config.batch_size)
+        for chunk in pending_candidates(store, NAME, ver, kinds=KINDS, chunk_size=config.chunk_size):
+            probs = nli.probabilities([r["answer"] for r in chunk], [r["text"] for r in chunk])
+            written += write_scores(store, [
+                {"candidate_id": r["candidate_id"], "scorer": NAME, "scorer_version": ver, "value": float(p),
+                 "detail": {"judge": "nli"}, "run_id": run_id} for r, p in zip(chunk, probs)
+            ])
+        return written
+
+    assert config.judge is not None
+    if judge is None:
+        judge = build_judge(config.judge)
+    judge.load()
+    for chunk in pending_candidates(store, NAME, ver, kinds=KINDS, chunk_size=min(config.chunk_size, 512)):
+        requests = [judge_request(r["question"], r["answer"], r["text"], config.judge.max_tokens) for r in chunk]
+        generations = judge.generate(requests)
+        if len(generations) != len(requests):
+            raise LuneError(f"score.judge: backend {config.judge.backend} answered {len(generations)} of "
+                            f"{len(requests)} requests")
+        rows, rejected = [], []
+        for r, generation in zip(chunk, generations, strict=True):
+            output = generation.texts[0] if generation.texts else ""
+            verdict = parse_verdict(output)
+            if verdict is None:
+                rejected.append({"run_id": run_id, "stage": "score",
+                                 "source": f"contradiction judge {judge.model_name}",
+                                 "location": r["candidate_id"], "field": "verdict",
+                                 "reason": "judge output is not a JSON verdict", "payload": output})
+            rows.append({"candidate_id": r["candidate_id"], "scorer": NAME, "scorer_version": ver,
+                         "value": None if verdict is None else float(verdict == "contradicts"),
+                         "detail": {"judge": judge.model_name, "verdict": verdict}, "run_id": run_id})
+        if rejected:
+            store.reject(rejected)
+        written += write_scores(store, rows)
+    return written

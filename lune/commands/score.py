@@ -1,0 +1,55 @@
+"""`lune score`: score every candidate not scored yet (similarity, answer leak, contradiction,
+fluency, quality, duplicates), then write the preview verdicts of the curation policy."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "score the candidates (similarity, answer leak, contradiction, fluency, duplicates, quality)"
+EXAMPLE = ("lune score\n"
+           "  lune score --config my.yaml --only similarity,answer_leak\n"
+           "  lune sql \"SELECT reason, count(*) FROM v_candidate_quality GROUP BY ALL\"")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="pipeline config file whose `score` and `curate` sections apply "
+                                         "(default: the embedded one)")
+    parser.add_argument("--only", metavar="SCORER,...", help="run only these scorers (names as in score.scorers)")
+    parser.add_argument("--rescore", metavar="SCORER,...",
+                        help="forget these scorers' stored values first, so they are computed again")
+
+
+def run(args: argparse.Namespace) -> int:
+    from data.errors import LuneError
+    from data.scoring_queries import delete_scores
+    from data.store import Store
+    from generators.scorers import SCORER_NAMES, score_stage
+    from lune.config import load_config
+
+    config = load_config(args.config)
+    score = config.score
+    names = {"--only": args.only, "--rescore": args.rescore}
+    for flag, value in names.items():
+        for name in filter(None, (value or "").split(",")):
+            if name not in SCORER_NAMES:
+                raise LuneError(f"{flag}: unknown scorer {name!r}; known: {', '.join(SCORER_NAMES)}")
+    if args.only:
+        score = score.model_copy(update={"scorers": [n for n in args.only.split(",") if n]})
+
+    def progress(name: str, written: int, seconds: float) -> None:
+        print(f"  {name:<14} {written:>8} new scores  ({seconds:.1f} s)", flush=True)
+
+    with Store.open(args.db) as store:
+        for name in filter(None, (args.rescore or "").split(",")):
+            delete_scores(store, name)
+        print(f"scoring candidates in {args.db}")
+        result = score_stage(store, score, config.curate, progress=progress)
+    preview = result["preview"]
+    print(f"contradiction: {result['contradiction']}")
+    print("preview verdicts of the curation policy: kept " +
+          ", ".join(f"{k} {v}" for k, v in preview["kept"].items()) +
+          "; dropped " + (", ".join(f"{k} {v}" for k, v in preview["dropped"].items()) or "none"))
+    if result["below_minimum"]:
+        print(f"{result['below_minimum']} fact(s) have fewer kept negatives than curate.min_per_fact: "
+              "lune sql \"SELECT * FROM v_fact_coverage ORDER BY kept_negatives LIMIT 20\"")
+    return 0
