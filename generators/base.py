@@ -47,10 +47,18 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class Generation:
-    """The ``n`` texts produced for one request (same order as the requests)."""
+    """The ``n`` texts produced for one request (same order as the requests).
+
+    Optional, for backends whose texts are final candidates rather than model output (``rules``,
+    ``dataset``): ``extras`` holds one dict per text with fields that override the request's
+    (``prompt_version``, ``attack_type``, ``source_probe_id``, ``strategy``); ``errors`` says why
+    the backend could not make (all of) what was asked, and becomes ``rejections`` rows.
+    """
 
     request: GenerationRequest
     texts: list[str]
+    extras: list[dict[str, Any]] | None = None
+    errors: list[str] = field(default_factory=list)
 
 
 @runtime_checkable

@@ -1,0 +1,1 @@
+"""Model-free generation rules: span types and swaps (``spans``) and templates (``templates``)."""

@@ -1,0 +1,35 @@
+"""Strategies: each owns a prompt and its parser (see ``base.Strategy``).
+
+    counterfactual -> negative     paraphrase -> paraphrase
+    attack (one per RWKU family) -> attack     refusal -> refusal
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from generators.rules.templates import ATTACK_TYPES
+from generators.strategies.attack import attack_strategy
+from generators.strategies.base import Strategy
+from generators.strategies.counterfactual import COUNTERFACTUAL
+from generators.strategies.paraphrase import PARAPHRASE
+from generators.strategies.refusal import REFUSAL
+
+KINDS: tuple[str, ...] = ("negative", "paraphrase", "attack", "refusal")
+STRATEGY_BY_KIND: dict[str, Strategy] = {"negative": COUNTERFACTUAL, "paraphrase": PARAPHRASE, "refusal": REFUSAL}
+
+
+def strategies_for(kinds: Sequence[str], attack_types: Sequence[str] = ATTACK_TYPES) -> list[Strategy]:
+    """The strategies that make ``kinds``: one per kind, and one per attack type for ``attack``."""
+    out: list[Strategy] = []
+    for kind in kinds:
+        if kind == "attack":
+            out.extend(attack_strategy(t) for t in attack_types)
+        elif kind in STRATEGY_BY_KIND:
+            out.append(STRATEGY_BY_KIND[kind])
+        else:
+            raise ValueError(f"unknown candidate kind {kind!r}; known: {', '.join(KINDS)}")
+    return out
+
+
+__all__ = ["KINDS", "STRATEGY_BY_KIND", "Strategy", "attack_strategy", "strategies_for"]

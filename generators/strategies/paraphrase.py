@@ -1,0 +1,20 @@
+"""Question paraphrases: the same question in other words (probes that the fact is gone, not
+just its one phrasing)."""
+
+from generators.strategies.base import Strategy
+
+PARAPHRASE = Strategy(
+    name="paraphrase",
+    kind="paraphrase",
+    field="question",
+    instruction=(
+        "You rewrite questions for a machine-unlearning evaluation: the same question in different words, "
+        "asking for exactly the same fact."
+    ),
+    template=(
+        "Question: {question}\n"
+        "Rewrite the question with different wording and the same meaning. Keep every name."
+    ),
+    cue="Paraphrased question:",
+    original="question",
+)
