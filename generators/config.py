@@ -2,13 +2,103 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from lune.config_base import ConfigModel
 
 
+_ATTACK_TYPES = ["prefix_injection", "affirmative_suffix", "role_play", "multiple_choice", "reverse_query",
+                 "synonym_manipulation", "context_hint", "in_context_learning", "cross_lingual"]
+
+
+class TransformersOptions(ConfigModel):
+    """Settings of the `transformers` generator backend."""
+
+    device: str | None = Field(None, description="torch device (default: cuda when available, else cpu)")
+    dtype: str | None = Field(None, description="torch dtype name, e.g. bfloat16 (default: float32 on CPU, auto on GPU)")
+    batch_size: int = Field(16, ge=1, description="sequences per generate call")
+
+
+class VLLMOptions(ConfigModel):
+    """Settings of the `vllm` generator backend (in-process vllm.LLM)."""
+
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans")
+    dtype: str | None = Field(None, description="model dtype (default: float32 on CPU, auto on GPU)")
+    max_model_len: int | None = Field(None, ge=16, description="context length (default: the model's)")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="share of GPU memory vLLM may take")
+    enable_prefix_caching: bool = Field(True, description="reuse the KV cache of shared prompt prefixes")
+    max_lora_rank: int | None = Field(None, ge=1, description="largest LoRA rank served (default: the adapter's)")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="more vllm.LLM arguments, as is")
+
+
+class OpenAIOptions(ConfigModel):
+    """Settings of the `openai` generator backend (OpenAI-compatible servers, e.g. `vllm serve`)."""
+
+    base_urls: list[str] = Field(default_factory=list, description="server URLs; requests are spread over them")
+    api_key: str | None = Field(None, description="bearer token (default: $OPENAI_API_KEY, else none)")
+    chat: bool = Field(False, description="use /chat/completions with messages instead of /completions")
+    concurrency: int = Field(16, ge=1, description="requests in flight per worker process")
+    max_retries: int = Field(5, ge=0, description="retries of a request on 429 / 5xx / time-out, with backoff")
+    timeout_s: float = Field(120.0, gt=0, description="seconds before a request times out")
+    backoff_s: float = Field(0.5, ge=0, description="first retry delay; doubles each retry")
+    json_mode: Literal["structured_outputs", "response_format", "none"] = Field(
+        "structured_outputs", description="how a JSON schema is sent: vLLM's `structured_outputs` extension, "
+        "OpenAI's `response_format`, or not at all")
+
+
 class GenerateConfig(ConfigModel):
-    backend: str = Field("rules", description="generator backend: rules / dataset / transformers / vllm / openai")
+    """Settings of the generate stage (`lune generate`, flow `build_negatives`; see docs/generate.md)."""
+
+    backend: Literal["rules", "dataset", "transformers", "vllm", "openai"] = Field(
+        "rules", description="generator backend: rules / dataset / transformers / vllm / openai")
+    include_dataset: bool = Field(True, description="also turn the dataset's own negatives, paraphrased questions "
+                                  "and attacks already in the store into candidates (generator `dataset`)")
+    kinds: list[Literal["negative", "paraphrase", "attack", "refusal"]] = Field(
+        default_factory=lambda: ["negative", "paraphrase", "attack"], description="candidate kinds to make")
+    attack_types: list[str] = Field(default_factory=lambda: list(_ATTACK_TYPES),
+                                    description="RWKU attack families for kind `attack`")
+    split: str | None = Field("forget", description="facts of this split (null: every split)")
+    where: str | None = Field(None, description="extra SQL filter on `facts` (a WHERE condition), e.g. "
+                              "\"corpus = 'tofu' AND group_name = 'forget01'\"")
+    n: int = Field(4, ge=1, le=256, description="candidates per fact and strategy (samples per request)")
+    temperature: float = Field(0.9, ge=0, description="sampling temperature (0: greedy)")
+    top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling mass")
+    max_tokens: int = Field(96, ge=1, description="longest generated candidate, in tokens")
+    seed: int = Field(0, description="base seed: each request's seed is a hash of it, the fact and the strategy")
+    structured: bool = Field(True, description="ask model backends for JSON-schema output (parsed as JSON)")
+    use_chat_template: bool | None = Field(None, description="send chat messages when the model has a chat "
+                                           "template (null: when it has one)")
+    model: str | None = Field(None, description="model path (transformers, vllm) or served model name (openai)")
+    adapter: str | None = Field(None, description="LoRA adapter folder applied while generating (transformers, vllm)")
+    batch_size: int = Field(256, ge=1, description="facts per batch (the unit of resumption and of a task)")
+    task_runner: Literal["threads", "dask"] = Field("threads", description="Prefect task runner: threads "
+                                                    "(ThreadPoolTaskRunner) or dask (prefect-dask DaskTaskRunner)")
+    workers: int = Field(2, ge=1, description="threads, or Dask worker processes, generating batches at once")
+    dask_address: str | None = Field(None, description="address of a running Dask scheduler (default: a local "
+                                     "cluster of `workers` processes)")
+    task_retries: int = Field(2, ge=0, description="retries of a failed batch task")
+    retry_delay_s: float = Field(2.0, ge=0, description="seconds between batch retries")
+    transformers: TransformersOptions = Field(default_factory=TransformersOptions)
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions)
+    openai: OpenAIOptions = Field(default_factory=OpenAIOptions)
+
+    @field_validator("attack_types")
+    @classmethod
+    def _known_attack_types(cls, value: list[str]) -> list[str]:
+        unknown = [t for t in value if t not in _ATTACK_TYPES]
+        if unknown:
+            raise ValueError(f"unknown attack type(s) {unknown}; known: {', '.join(_ATTACK_TYPES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _model_for_model_backends(self) -> GenerateConfig:
+        if self.backend in ("transformers", "vllm") and not self.model:
+            raise ValueError(f"backend {self.backend} needs `model` (a local model folder)")
+        if self.backend == "openai" and not self.openai.base_urls:
+            raise ValueError("backend openai needs `openai.base_urls` (one or more server URLs)")
+        return self
 
 
 class JudgeConfig(ConfigModel):
