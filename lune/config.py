@@ -24,7 +24,10 @@ DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
 class PipelineConfig(ConfigModel):
     """Everything `lune run` needs, stage by stage."""
 
-    workdir: str = Field("runs", description="folder for models, adapters, exports and reports")
+    workdir: str = Field("runs", description="folder for models, adapters, exports and reports "
+                         "(relative: to the current directory)")
+    model: str | None = Field(None, description="the model to unlearn (a Hugging Face causal LM directory) "
+                              "when teach.enabled is false; with teaching on, teach.base_model is taught first")
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)

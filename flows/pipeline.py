@@ -1,0 +1,157 @@
+"""The whole pipeline as one Prefect flow, each stage a subflow, in the order of the diagram:
+
+    ingest -> generate -> score -> curate (+ export) -> teach -> unlearn (per method) -> evaluate
+
+One pipeline run id ties every row and artefact together: each stage runs under a stage run id
+derived from it (``runs.parent_run_id`` is the pipeline run). The pipeline run id itself is a hash
+of the resolved config and the store path, so running the same config again *resumes* it: stages
+whose run is recorded as completed hand over their stored outputs and are not run again; the first
+one that is not completed runs, and so on. A run that completed replays its results at once.
+
+Wiring only: every stage's work is in its own flow (``flows/<stage>.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from data import pipeline_queries
+from data.ids import content_id
+from data.store import Store
+from lune.config import PipelineConfig
+
+STAGES = ("ingest", "generate", "score", "curate", "export", "teach", "unlearn", "evaluate")
+
+
+def pipeline_run_id(config: PipelineConfig, db: str) -> str:
+    """Same resolved config and store, same pipeline run (what makes a rerun resume)."""
+    return content_id("pipeline", config.model_dump(mode="json"), str(Path(db).resolve()))[:16]
+
+
+def stage_run_id(pipeline_id: str, stage: str, label: str = "") -> str:
+    return content_id("stage", pipeline_id, stage, label)[:16]
+
+
+class StageRunner:
+    """Runs each stage once per pipeline run: a completed stage hands back its stored outputs."""
+
+    def __init__(self, db: str, pipeline_id: str, say: Callable[[str], None]):
+        self.db, self.pipeline_id, self.say = db, pipeline_id, say
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, stage: str, work: Callable[[str], dict[str, Any]], *, label: str = "",
+                 config: dict[str, Any] | None = None) -> dict[str, Any]:
+        name = f"{stage}:{label}" if label else stage
+        run_id = stage_run_id(self.pipeline_id, stage, label)
+        with Store.open(self.db) as store:
+            done = pipeline_queries.completed_outputs(store, run_id)
+            if done is not None:
+                self.say(f"[{name}] already completed in this pipeline run; reusing its outputs")
+                self.timings[name] = 0.0
+                return done
+            store.start_run(stage, config or {}, run_id=run_id, parent_run_id=self.pipeline_id)
+        self.say(f"[{name}] started")
+        started = time.perf_counter()
+        try:
+            outputs = work(run_id)
+        except BaseException as err:
+            with Store.open(self.db) as store:
+                store.execute("UPDATE runs SET status = 'failed', finished_at = current_timestamp, error = ? "
+                              "WHERE run_id = ?", [f"{type(err).__name__}: {err}"[:2000], run_id])
+            raise
+        self.timings[name] = time.perf_counter() - started
+        outputs = json.loads(json.dumps(outputs, default=str))  # what is stored is what a resume gets back
+        with Store.open(self.db) as store:
+            pipeline_queries.record_outputs(store, run_id, outputs)
+        self.say(f"[{name}] done in {self.timings[name]:.1f} s")
+        return outputs
+
+
+def _dump(section: Any) -> dict[str, Any]:
+    return section.model_dump(mode="json")
+
+
+@flow(name="lune-pipeline", log_prints=True)
+def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
+             run_id: str | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage of ``config`` on the store ``db``.
+
+    ``methods``: unlearning methods to run on the same curated set and compare in one report
+    (default: ``config.unlearn.method`` alone). Returns the pipeline run id, the report files, the
+    headline metrics per model, and the wall time of each stage.
+    """
+    from data.export import export_set
+    from flows.curate import curate_set
+    from flows.evaluate import evaluate_flow
+    from flows.generate import build_negatives
+    from flows.ingest import ingest_flow
+    from flows.score import score_candidates
+    from flows.teach import teach_flow
+    from flows.unlearn import unlearn_flow
+
+    db = str(db)
+    methods = list(methods or [config.unlearn.method])
+    pid = run_id or pipeline_run_id(config, db)
+    workdir = Path(config.workdir)
+    with Store.open(db) as store:
+        store.start_run("pipeline", {**_dump(config), "methods": methods}, run_id=pid)
+    stage = StageRunner(db, pid, print)
+    started = time.perf_counter()
+    try:
+        stage("ingest", lambda rid: ingest_flow(db, config.ingest, run_id=rid, parent_run_id=pid),
+              config=_dump(config.ingest))
+        stage("generate", lambda rid: build_negatives(db, config.generate, run_id=rid, parent_run_id=pid),
+              config=_dump(config.generate))
+        stage("score", lambda rid: score_candidates(db, config.score, config.curate, run_id=rid, parent_run_id=pid),
+              config=_dump(config.score))
+        curated = stage("curate", lambda rid: curate_set(db, config.curate, config.score, run_id=rid,
+                                                          parent_run_id=pid), config=_dump(config.curate))
+        set_id = curated["set_id"]
+
+        def export(_: str) -> dict[str, Any]:
+            with Store.open(db) as store:
+                return export_set(store, set_id, workdir / "curated" / set_id)
+
+        stage("export", export)
+        if config.teach.enabled:
+            taught = stage("teach", lambda rid: teach_flow(db, str(workdir), config.teach, run_id=rid,
+                                                            parent_run_id=pid), config=_dump(config.teach))
+            model_dir, retain_dir = taught["model_dir"], taught.get("retain_model_dir")
+        else:
+            model_dir, retain_dir = config.model, config.evaluate.retain_model
+            if not model_dir:
+                from data.errors import LuneError
+
+                raise LuneError("teach.enabled is false, so the config's `model` must name the model to unlearn")
+        adapters: dict[str, str] = {}
+        for method in methods:
+            settings = {**_dump(config.unlearn), "method": method}
+            out = stage("unlearn", lambda rid, settings=settings, method=method: unlearn_flow(
+                db, model_dir, str(workdir / "unlearned" / method), set_name=set_id, config=settings, run_id=rid,
+                parent_run_id=pid), label=method, config=settings)
+            adapters[method] = out.get("adapter_dir") or out["out_dir"]
+
+        def evaluate(rid: str) -> dict[str, Any]:
+            outcome = evaluate_flow(db, model_dir, adapters, retain_model=retain_dir, set_name=set_id,
+                                    out_dir=str(workdir / "report"), run_id=rid, parent_run_id=pid,
+                                    config=_dump(config.evaluate))
+            return {"run_id": outcome.run_id, "out_dir": str(outcome.out_dir), "report_files": outcome.report_files,
+                    "headline": outcome.headline, "notes": outcome.notes}
+
+        evaluated = stage("evaluate", evaluate, config=_dump(config.evaluate))
+    except BaseException as err:
+        with Store.open(db) as store:
+            store.finish_run(pid, status="failed", error=f"{type(err).__name__}: {err}"[:2000])
+        raise
+    summary = {"pipeline_run_id": pid, "set_id": set_id, "model_dir": model_dir, "retain_model_dir": retain_dir,
+               "adapters": adapters, "methods": methods, "evaluation": evaluated,
+               "stage_seconds": stage.timings, "wall_seconds": time.perf_counter() - started}
+    with Store.open(db) as store:
+        store.finish_run(pid, metrics={"stage_seconds": stage.timings}, artefacts=summary)
+    return summary

@@ -1,0 +1,62 @@
+"""The shipped configs (the embedded default and the examples for real use) parse and resolve,
+and the configuration reference in docs/ is the one the code renders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from data.errors import LuneError
+from lune.config import DEFAULT_CONFIG, PipelineConfig, load_config
+from lune.config_reference import reference_markdown
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def test_the_embedded_default_reads_the_shipped_sample() -> None:
+    config = load_config()
+    assert config.ingest.sources[0].format == "tofu"
+    assert Path(config.ingest.sources[0].path) == REPO / "data" / "sample" / "tofu"
+    assert config.teach.enabled and config.unlearn.method == "lune"
+    assert DEFAULT_CONFIG.exists()
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_config_resolves(path: Path) -> None:
+    config = load_config(path)
+    assert isinstance(config, PipelineConfig)
+    for source in config.ingest.sources:
+        assert Path(source.path).is_absolute()  # resolved against the config's folder
+    # Real-model configs name a model to unlearn, taught first or given.
+    assert config.teach.base_model or config.model
+
+
+def test_the_examples_cover_what_the_readme_promises() -> None:
+    by_name = {p.stem: load_config(p) for p in EXAMPLES}
+    assert by_name["gpu-7b-vllm"].generate.backend == "vllm"
+    assert by_name["openai-servers"].generate.backend == "openai"
+    assert by_name["openai-servers"].generate.openai.base_urls
+    assert by_name["openai-servers"].generate.task_runner == "dask"
+    assert by_name["rwku"].ingest.sources[0].format == "rwku"
+    assert by_name["knowundo"].ingest.sources[0].format == "knowundo"
+
+
+def test_a_typo_in_a_config_names_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("unlearn:\n  methd: lune\n", encoding="utf-8")
+    with pytest.raises(LuneError, match=r"unlearn\.methd"):
+        load_config(bad)
+
+
+def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("teach:\n  epochs: [1\n", encoding="utf-8")
+    with pytest.raises(LuneError, match=r"bad\.yaml:\d+: not valid YAML"):
+        load_config(bad)
+
+
+def test_configuration_reference_is_current() -> None:
+    documented = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert documented == reference_markdown(), "regenerate: python -m lune.config_reference > docs/configuration.md"
