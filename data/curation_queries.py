@@ -36,13 +36,15 @@ def _in_list(values: Sequence[Any]) -> str:
     return ", ".join("?" for _ in values)
 
 
-def decide_verdicts(store: Store, set_id: str, policies: dict[str, dict[str, Any]], splits: Sequence[str]) -> None:
+def decide_verdicts(store: Store, set_id: str, policies: dict[str, dict[str, Any]], splits: Sequence[str],
+                    *, span_answer_words: int = 3) -> None:
     """(Re)write the gate-and-rank verdicts of ``set_id``: one row per candidate of the facts in
     ``splits``, plus one per dataset eval probe that is not already a candidate.
 
     ``policies`` maps each kind to its thresholds (``KindPolicy`` fields). Kept negatives and
     refusals get role 'train', dataset-provided paraphrases and attacks role 'eval'; kept generated
-    paraphrases and attacks get no role yet (``assign_roles`` splits them).
+    paraphrases and attacks get no role yet (``assign_roles`` splits them). Negatives and refusals
+    of facts whose answer has at most ``span_answer_words`` words skip the similarity gates.
     """
     store.execute("DELETE FROM candidate_verdicts WHERE set_id = ?", [set_id])
     values, params = [], []
@@ -61,9 +63,11 @@ def decide_verdicts(store: Store, set_id: str, policies: dict[str, dict[str, Any
         ),
         scope AS (
             SELECT c.candidate_id, c.fact_id, c.kind, {_FROM_DATASET} AS from_dataset,
+                   NOT (c.kind IN ('negative', 'refusal') AND f.span_answer) AS sim_gated,
                    s.similarity, s.answer_leak, s.contradiction, s.fluency, s.duplicate, s.quality
             FROM candidates c
-            JOIN facts f ON f.fact_id = c.fact_id AND f.split IN ({_in_list(splits)})
+            JOIN (SELECT fact_id, len(string_split(trim(answer), ' ')) <= ?::INTEGER AS span_answer
+                  FROM facts WHERE split IN ({_in_list(splits)})) f ON f.fact_id = c.fact_id
             LEFT JOIN v_candidate_scores s ON s.candidate_id = c.candidate_id
         ),
         gated AS (
@@ -73,11 +77,12 @@ def decide_verdicts(store: Store, set_id: str, policies: dict[str, dict[str, Any
                     WHEN p.kind IS NULL THEN 'unknown_kind'
                     WHEN p.max_leak IS NOT NULL AND answer_leak IS NULL THEN 'unscored:answer_leak'
                     WHEN answer_leak > p.max_leak THEN 'answer_leak'
-                    WHEN (p.min_sim IS NOT NULL OR p.max_sim IS NOT NULL) AND similarity IS NULL
+                    WHEN sim_gated AND (p.min_sim IS NOT NULL OR p.max_sim IS NOT NULL) AND similarity IS NULL
                         THEN 'unscored:similarity'
-                    WHEN similarity < p.min_sim THEN 'off_topic'
-                    WHEN similarity >= p.max_sim AND scope.kind IN ('negative', 'refusal') THEN 'restates_answer'
-                    WHEN similarity >= p.max_sim THEN 'copies_question'
+                    WHEN sim_gated AND similarity < p.min_sim THEN 'off_topic'
+                    WHEN sim_gated AND similarity >= p.max_sim AND scope.kind IN ('negative', 'refusal')
+                        THEN 'restates_answer'
+                    WHEN sim_gated AND similarity >= p.max_sim THEN 'copies_question'
                     WHEN contradiction < p.min_contra THEN 'no_contradiction'
                     WHEN p.min_flu IS NOT NULL AND fluency IS NULL THEN 'unscored:fluency'
                     WHEN fluency < p.min_flu THEN 'disfluent'
@@ -107,7 +112,7 @@ def decide_verdicts(store: Store, set_id: str, policies: dict[str, dict[str, Any
                rnk
         FROM ranked
         """,
-        [*params, *splits, set_id],
+        [*params, int(span_answer_words), *splits, set_id],
     )
     store.execute(
         f"""

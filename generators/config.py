@@ -168,10 +168,16 @@ class CurateConfig(ConfigModel):
     refusal: KindPolicy = Field(default_factory=lambda: KindPolicy(min_contradiction=None, top_k=2))
     paraphrase: KindPolicy = Field(
         default_factory=lambda: KindPolicy(min_similarity=0.5, max_similarity=0.99, min_contradiction=None, top_k=8))
+    # No answer_leak gate for attacks: multiple-choice and reverse-query attacks carry the answer by design.
     attack: KindPolicy = Field(
-        default_factory=lambda: KindPolicy(min_similarity=0.2, max_similarity=0.99, min_contradiction=None,
-                                           min_fluency=0.3, top_k=8))
+        default_factory=lambda: KindPolicy(min_similarity=0.2, max_similarity=0.99, max_answer_leak=None,
+                                           min_contradiction=None, min_fluency=0.3, top_k=8))
     min_per_fact: int = Field(1, ge=0, description="kept negatives (and refusals) a fact needs; facts under it are listed")
     eval_fraction: float = Field(0.5, ge=0, le=1, description="share of generated paraphrases / attacks held out for eval")
     leakage_cosine: float = Field(0.9, gt=0, le=1, description="no eval text this close to a train text of its fact")
+    span_answer_words: int = Field(
+        3, ge=0, description="answers of at most this many words are spans: their negatives skip the similarity "
+        "gates (the cosine of two bare spans, '2014' and '2008', says little about topic)")
+    guard_question: bool = Field(True, description="count the fact's question (a train prompt) as a train text in "
+                                 "the leakage guard, so near-copies of it are never held out")
     seed: int = Field(0, description="seed of the train / eval split")

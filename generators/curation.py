@@ -64,8 +64,9 @@ def split_prompts(items: list[dict[str, Any]], vectors: np.ndarray, question_vec
     role 'eval' already are dataset probes and stay eval. Per fact, generated items are visited best
     first; each goes to the side its seeded hash prefers, unless it lies within cosine ``threshold``
     of a text already on one side (then it joins that side) or on both sides (then it is dropped,
-    reason 'leakage_guard'). The fact's own question counts as a train text for generated items,
-    so a near-copy of the question is never held out. Hence no eval text is within ``threshold``
+    reason 'leakage_guard'). The fact's own question (in ``question_vectors``; empty when
+    ``guard_question`` is off) counts as a train text for generated items, so a near-copy of the
+    question is never held out. Hence no eval text is within ``threshold``
     of any train text of its fact; dataset probes are exempt from the comparison with the question
     (they are the benchmark's paraphrases of it).
 
@@ -105,14 +106,15 @@ def decide(store: Store, set_id: str, config: CurateConfig, score_config: ScoreC
     """Write the verdicts of ``config``'s policy under ``set_id``; return its counts."""
     score_config = score_config or ScoreConfig()
     policies = {kind: getattr(config, kind).model_dump() for kind in q.KINDS}
-    q.decide_verdicts(store, set_id, policies, config.splits)
+    q.decide_verdicts(store, set_id, policies, config.splits, span_answer_words=config.span_answer_words)
 
     items = q.prompt_items(store, set_id)
     if items:
         embedder = embedder or Embedder(store, score_config.embedding_model, batch_size=score_config.batch_size)
         vectors = embedder.embed([item["text"] for item in items])
         questions = {item["fact_id"]: item["question"] for item in items}
-        question_vecs = dict(zip(questions, embedder.embed(list(questions.values()))))
+        question_vecs = (dict(zip(questions, embedder.embed(list(questions.values())), strict=True))
+                         if config.guard_question else {})
         decisions = split_prompts(items, vectors, question_vecs, eval_fraction=config.eval_fraction,
                                   threshold=config.leakage_cosine, seed=config.seed)
         q.assign_roles(store, set_id, decisions)

@@ -101,6 +101,10 @@ def test_split_prompts_guard_rules() -> None:
     assert decisions["near_probe"]["role"] == "eval"
     assert decisions["free"]["role"] == "eval"                      # eval_fraction 1.0 prefers eval
     assert decisions["both"] == {"candidate_id": "both", "keep": False, "reason": "leakage_guard", "role": None}
+    # guard_question off: the question is no train text, so its near-copy follows its hash.
+    unguarded = {d["candidate_id"]: d for d in split_prompts(items, vectors, {}, eval_fraction=1.0, threshold=0.7,
+                                                             seed=0)}
+    assert unguarded["near_q"]["role"] == "eval" and unguarded["both"]["role"] == "eval"
 
 
 def test_every_candidate_gets_a_verdict_and_every_drop_a_reason(scored) -> None:
@@ -195,6 +199,23 @@ def test_views_show_scores_verdicts_coverage_and_yield(scored) -> None:
     yields = {(r["generator"], r["kind"]): r for r in store.query("SELECT * FROM v_generator_yield")}
     assert yields[("rules", "negative")]["candidates"] == 8
     assert 0 < yields[("rules", "negative")]["kept_rate"] < 1
+
+
+def test_negatives_of_span_answers_skip_the_similarity_gates(db_path: Path) -> None:
+    span = Fact(corpus="test", source_file="hand.jsonl", question="Who was Miley Cyrus's godmother?",
+                answer="Dolly Parton", key_span="Dolly Parton", key_span_source="dataset", split="forget")
+    with Store(db_path) as store:
+        store.insert("facts", [span.to_row()])
+        store.insert("candidates", [cand(span, "negative", t) for t in ("Billy Ray Cyrus", "Dolly Parton's", "2")])
+        run_scorers(store, ScoreConfig())
+        result = curate(store, CurateConfig(name="spans"))
+        reasons = {r["text"]: r["reason"] for r in store.query(
+            "SELECT c.text, v.reason FROM candidate_verdicts v JOIN candidates c USING (candidate_id) "
+            "WHERE v.set_id = ?", [result.set_id])}
+        assert reasons == {"Billy Ray Cyrus": "kept", "2": "kept", "Dolly Parton's": "answer_leak"}
+        # With the span rule off, the bare-span cosines ("2" against "Dolly Parton") decide instead.
+        strict = curate(store, CurateConfig(name="spans", span_answer_words=0))
+        assert strict.counts["dropped"].get("off_topic", 0) >= 1
 
 
 @pytest.mark.slow

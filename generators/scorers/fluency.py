@@ -4,7 +4,8 @@ With ``score.fluency_model`` set: the mean token log-likelihood under that causa
 keeps it, in nats), mapped linearly so that 0 nats is 1.0 and ``score.fluency_logprob_floor`` is 0.
 Without it (the default, no model): character-trigram entropy normalised by its maximum,
 H / log2(N) over the N trigrams, mapped so that 0.9 (ordinary prose: 0.91 to 0.99 on TOFU) is 1.0
-and 0.6 is 0; repetition loops ("the the the", a sentence said three times) score 0 to 0.4.
+and 0.6 is 0; repetition loops ("the the the", a sentence said three times) score 0 to 0.4. Texts
+under 12 characters (answer spans such as "2014") are not judged: 1.0; an empty text is 0.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from generators.config import ScoreConfig
 
 NAME = "fluency"
 ENTROPY_LOW, ENTROPY_HIGH = 0.6, 0.9
+SHORT_TEXT = 12  # characters under which entropy is not judged (value 1.0)
 
 
 def version(config: ScoreConfig) -> str:
     if config.fluency_model:
         return f"lm-1:{config.fluency_model}:{config.fluency_logprob_floor}"
-    return "entropy-1"
+    return "entropy-2"
 
 
 def trigram_entropy(text: str) -> float:
@@ -41,6 +43,12 @@ def trigram_entropy(text: str) -> float:
 
 
 def entropy_fluency(text: str) -> tuple[float, dict[str, Any]]:
+    folded = " ".join(text.split())
+    if not folded:
+        return 0.0, {"trigram_entropy": 0.0, "note": "empty"}
+    if len(folded) < SHORT_TEXT:
+        # A span ("2014", "Paris") has too few trigrams for entropy to say anything.
+        return 1.0, {"trigram_entropy": None, "note": "too short to judge"}
     ratio = trigram_entropy(text)
     value = min(1.0, max(0.0, (ratio - ENTROPY_LOW) / (ENTROPY_HIGH - ENTROPY_LOW)))
     return value, {"trigram_entropy": round(ratio, 4)}
