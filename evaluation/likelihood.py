@@ -1,0 +1,77 @@
+"""Token log-likelihoods of completions under an in-memory causal LM (plain or PEFT-wrapped).
+
+One forward pass per batch gives, for each completion token, ``log p(x_t | x_<t)`` and the mean
+and standard deviation of ``log p(z | x_<t)`` over the model's next-token distribution (what
+Min-K%++ needs, and why this always runs in transformers: a serving engine returns only the top
+log-probabilities, not the whole distribution).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from evaluation.mia import TokenStats
+
+
+def completion_stats(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], *,
+                     batch_size: int = 16, max_length: int = 512) -> list[TokenStats]:
+    """:class:`TokenStats` of each ``completion`` given its ``prompt``.
+
+    The prompt is tokenised with the tokenizer's special tokens (BOS), the completion without, and
+    the two are concatenated, so the scored tokens are exactly the completion's. An empty prompt
+    scores the whole text after BOS (membership inference on plain texts). Sequences longer than
+    ``max_length`` keep their first ``max_length`` tokens.
+    """
+    import torch
+
+    if len(prompts) != len(completions):
+        raise ValueError("one prompt per completion")
+    was_training = model.training
+    model.eval()
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    out: list[TokenStats] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            rows = []
+            for prompt, completion in zip(prompts[start : start + batch_size], completions[start : start + batch_size]):
+                head = tokenizer(prompt, add_special_tokens=True)["input_ids"] if prompt else []
+                if not head and tokenizer.bos_token_id is not None:
+                    head = [tokenizer.bos_token_id]
+                tail = tokenizer(completion, add_special_tokens=False)["input_ids"]
+                ids = (head + tail)[:max_length]
+                rows.append((ids, min(len(head), len(ids))))
+            width = max(len(ids) for ids, _ in rows)
+            input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, (ids, _) in enumerate(rows):
+                input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+                mask[i, : len(ids)] = 1
+            with torch.no_grad():
+                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float()
+                logp = torch.log_softmax(logits[:, :-1], dim=-1)  # [B, T-1, V]: predicts token t+1
+                targets = input_ids[:, 1:].to(device)
+                token_lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [B, T-1]
+                probs = logp.exp()
+                mu = (probs * logp).sum(-1)  # E_z log p(z)
+                second = (probs * logp.pow(2)).sum(-1)
+                sigma = (second - mu.pow(2)).clamp_min(0).sqrt()
+            token_lp, mu, sigma = token_lp.cpu().numpy(), mu.cpu().numpy(), sigma.cpu().numpy()
+            for i, (ids, head_len) in enumerate(rows):
+                # completion token k sits at position head_len + k; it is predicted from position - 1
+                lo, hi = max(head_len - 1, 0), len(ids) - 1
+                out.append(TokenStats(token_lp[i, lo:hi].astype(np.float64), mu[i, lo:hi].astype(np.float64),
+                                      sigma[i, lo:hi].astype(np.float64)))
+    finally:
+        if was_training:
+            model.train()
+    return out
+
+
+def mean_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
+                  **kwargs: Any) -> list[float]:
+    """Length-normalised log-likelihood ``(1/|c|) sum_t log p(c_t | prompt, c_<t)`` of each completion."""
+    return [s.mean_logprob for s in completion_stats(model, tokenizer, prompts, completions, **kwargs)]

@@ -1,0 +1,148 @@
+"""Membership inference: per-text scores from token log-probabilities, their AUC between forget
+texts (members) and texts the model never saw (non-members), and LUNE's threshold accuracy.
+
+Every score is oriented so that **higher means "looks like a training text"**; an AUC of 0.5 means
+the forget texts are indistinguishable from unseen ones, which is what unlearning aims at.
+
+- ``loss``: mean token log-likelihood, ``(1/T) sum_t log p(x_t | x_<t)`` (Yeom et al., 2018).
+- ``zlib``: ``-NLL / zlib(x)``, the mean negative log-likelihood over the zlib-compressed length
+  of the text in bytes (Carlini et al., 2021): texts that are merely easy (repetitive) are
+  discounted.
+- ``min_k``: mean of the k% lowest token log-likelihoods (Shi et al., 2024, Min-K% Prob).
+- ``min_k_plus_plus``: mean of the k% lowest standardised token log-likelihoods
+  ``(log p(x_t) - mu_t) / sigma_t``, with ``mu_t`` and ``sigma_t`` the mean and standard deviation of
+  ``log p(z)`` for ``z`` drawn from the model's own next-token distribution (Zhang et al., 2024,
+  Min-K%++).
+
+Pure functions of numpy arrays; ``evaluation/likelihood.py`` computes the arrays from a model.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from evaluation.metrics import MetricResult
+
+SCORE_NAMES: tuple[str, ...] = ("loss", "zlib", "min_k", "min_k_plus_plus")
+DEFAULT_K = 0.2
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Per scored token of one text: ``logprobs[t] = log p(x_t | x_<t)``, and the mean ``mu[t]`` and
+    standard deviation ``sigma[t]`` of ``log p(z | x_<t)`` under the model's next-token distribution."""
+
+    logprobs: np.ndarray
+    mu: np.ndarray
+    sigma: np.ndarray
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.logprobs.shape[0])
+
+    @property
+    def mean_logprob(self) -> float:
+        """``(1/T) sum_t log p(x_t)``: minus the mean NLL."""
+        return float(self.logprobs.mean()) if self.n_tokens else float("nan")
+
+
+def _lowest_k_mean(values: np.ndarray, k: float) -> float:
+    if values.size == 0:
+        return float("nan")
+    count = max(1, int(math.ceil(k * values.size)))
+    return float(np.sort(values)[:count].mean())
+
+
+def loss_score(stats: TokenStats) -> float:
+    return stats.mean_logprob
+
+
+def zlib_score(stats: TokenStats, text: str) -> float:
+    """``-NLL(x) / len(zlib.compress(x))`` with NLL the mean per token (bytes of UTF-8 text)."""
+    return stats.mean_logprob / len(zlib.compress(text.encode("utf-8")))
+
+
+def min_k_score(stats: TokenStats, k: float = DEFAULT_K) -> float:
+    return _lowest_k_mean(stats.logprobs, k)
+
+
+def min_k_plus_plus_score(stats: TokenStats, k: float = DEFAULT_K) -> float:
+    standardised = (stats.logprobs - stats.mu) / np.maximum(stats.sigma, 1e-6)
+    return _lowest_k_mean(standardised, k)
+
+
+def mia_scores(stats: TokenStats, text: str, k: float = DEFAULT_K) -> dict[str, float]:
+    """All four scores of one text."""
+    return {
+        "loss": loss_score(stats),
+        "zlib": zlib_score(stats, text),
+        "min_k": min_k_score(stats, k),
+        "min_k_plus_plus": min_k_plus_plus_score(stats, k),
+    }
+
+
+def _finite_pairs(members: Sequence[float], nonmembers: Sequence[float]) -> tuple[list[float], list[float]]:
+    return ([float(v) for v in members if math.isfinite(v)], [float(v) for v in nonmembers if math.isfinite(v)])
+
+
+def mia_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> MetricResult:
+    """ROC AUC (``sklearn.metrics.roc_auc_score``) of a score separating members (label 1) from
+    non-members (label 0). ``per_item`` is the members' scores then the non-members' (non-finite
+    scores, e.g. of empty texts, are left out). ``None`` when either side is empty."""
+    from sklearn.metrics import roc_auc_score
+
+    members, nonmembers = _finite_pairs(member_scores, nonmember_scores)
+    n = len(members) + len(nonmembers)
+    detail = {"members": len(members), "nonmembers": len(nonmembers)}
+    if not members or not nonmembers:
+        return MetricResult(None, members + nonmembers, n, detail)
+    auc = float(roc_auc_score([1] * len(members) + [0] * len(nonmembers), members + nonmembers))
+    return MetricResult(auc, members + nonmembers, n, detail)
+
+
+def best_threshold(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> float | None:
+    """The threshold ``tau`` maximising the balanced accuracy of "member iff score >= tau"
+    (ties: the lowest such ``tau``); candidates are the observed scores."""
+    members, nonmembers = _finite_pairs(member_scores, nonmember_scores)
+    if not members or not nonmembers:
+        return None
+    best, best_acc = None, -1.0
+    for tau in sorted(set(members + nonmembers)):
+        acc = _balanced_accuracy(members, nonmembers, tau)
+        if acc > best_acc:
+            best, best_acc = tau, acc
+    return best
+
+
+def _balanced_accuracy(members: Sequence[float], nonmembers: Sequence[float], tau: float) -> float:
+    tpr = sum(v >= tau for v in members) / len(members)
+    tnr = sum(v < tau for v in nonmembers) / len(nonmembers)
+    return (tpr + tnr) / 2
+
+
+def threshold_accuracy(member_scores: Sequence[float], nonmember_scores: Sequence[float],
+                       threshold: float | None = None) -> MetricResult:
+    """LUNE's MIA accuracy: balanced accuracy of the attack "member iff score >= tau".
+
+    ``acc = (TPR + TNR) / 2 = ([share of members with s >= tau] + [share of non-members with s < tau]) / 2``.
+    ``threshold=None`` fits ``tau`` on these scores (:func:`best_threshold`); the evaluate stage fits
+    it on the base model and applies the same ``tau`` to every unlearned model, so the figure says
+    how many forget texts still cross the original attacker's line. ``per_item`` is 1.0 for each
+    correctly classified text (members first). 0.5 is chance.
+    """
+    members, nonmembers = _finite_pairs(member_scores, nonmember_scores)
+    n = len(members) + len(nonmembers)
+    if not members or not nonmembers:
+        return MetricResult(None, [], n, {"threshold": threshold})
+    fitted = threshold is None
+    tau = best_threshold(members, nonmembers) if fitted else threshold
+    per_item = [1.0 if v >= tau else 0.0 for v in members] + [1.0 if v < tau else 0.0 for v in nonmembers]
+    acc = _balanced_accuracy(members, nonmembers, tau)
+    return MetricResult(acc, per_item, n, {"threshold": tau, "fitted": fitted,
+                                           "tpr": sum(per_item[: len(members)]) / len(members),
+                                           "tnr": sum(per_item[len(members):]) / len(nonmembers)})

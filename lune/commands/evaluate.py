@@ -1,0 +1,75 @@
+"""`lune evaluate`: ask the base model and the unlearned one(s) the same probes; store USR, GUR,
+APR, MIA and TOFU metrics and write a report (Markdown, JSON, PNG plots)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+HELP = "measure what a model forgot and kept (USR, GUR, APR, MIA, TOFU) before and after unlearning; write a report"
+EXAMPLE = ("lune evaluate --model runs/default/taught --adapter runs/default/lune --retain-model runs/default/retain "
+           "--out runs/default/eval")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="DIR", help="the base model (e.g. taught by `lune teach`)")
+    parser.add_argument("--adapter", action="append", default=[], metavar="[LABEL=]DIR",
+                        help="PEFT adapter (or full model) directory of an unlearned model; repeat to compare several "
+                             "methods in one report, each as LABEL=DIR")
+    parser.add_argument("--label", default="unlearned",
+                        help="label of an --adapter given without LABEL= (default: unlearned)")
+    parser.add_argument("--retain-model", metavar="DIR",
+                        help="model taught without the forget facts: enables TOFU forget quality")
+    parser.add_argument("--set", dest="set_name", metavar="NAME",
+                        help="curated set (name or id) whose held-out probes to use (default: the latest)")
+    parser.add_argument("--backend", choices=["transformers", "vllm"], help="generation backend (default: transformers)")
+    parser.add_argument("--max-per-set", type=int, metavar="N", help="cap on the probes of each set (default 500)")
+    parser.add_argument("--config", metavar="YAML", help="pipeline config whose `evaluate:` section to use")
+    parser.add_argument("--out", default="runs/evaluate", metavar="DIR", help="report folder (default: runs/evaluate)")
+    parser.add_argument("--run-id", help="id of the runs row to write (default: a fresh one)")
+
+
+def parse_adapters(values: list[str], default_label: str) -> dict[str, str]:
+    """``[LABEL=]DIR`` values -> {label: dir}; an unlabelled one takes ``default_label``."""
+    from data.errors import LuneError
+
+    adapters: dict[str, str] = {}
+    for value in values:
+        label, sep, path = value.partition("=")
+        if not sep:
+            label, path = default_label, value
+        if not label or not path:
+            raise LuneError(f"--adapter {value!r}: expected DIR or LABEL=DIR")
+        if label in adapters:
+            raise LuneError(f"--adapter: label {label!r} given twice; name each adapter with LABEL=DIR")
+        adapters[label] = path
+    return adapters
+
+
+def print_headline(headline: dict[str, dict[str, Any]]) -> None:
+    from evaluation.report import HEADLINE_COLUMNS, fmt
+    from lune.commands.sql import format_table
+
+    keys = [c for c in HEADLINE_COLUMNS if any(c[0] in v for v in headline.values())]
+    print(format_table(["model", *[c[1] for c in keys]],
+                       [(label, *[fmt(values.get(c[0])) for c in keys]) for label, values in headline.items()]))
+
+
+def run(args: argparse.Namespace) -> int:
+    from flows.evaluate import evaluate_flow
+    from lune.config import load_config
+
+    settings: dict[str, Any] = load_config(args.config).evaluate.model_dump() if args.config else {}
+    if args.backend:
+        settings["backend"] = args.backend
+    if args.max_per_set:
+        settings["max_per_set"] = args.max_per_set
+    outcome = evaluate_flow(db=args.db, model=args.model, adapters=parse_adapters(args.adapter, args.label),
+                            retain_model=args.retain_model, set_name=args.set_name, out_dir=args.out,
+                            run_id=args.run_id, config=settings)
+    print_headline(outcome.headline)
+    for note in outcome.notes:
+        print(f"note: {note}")
+    print(f"run {outcome.run_id}: report in {outcome.out_dir / 'report.md'} "
+          f"(rows in eval_results / eval_items; leaks: lune sql \"SELECT * FROM v_leaks WHERE run_id = '{outcome.run_id}'\")")
+    return 0
