@@ -166,8 +166,9 @@ def score_likelihoods(model: Any, tokenizer: Any, suite: ProbeSuite, config: Eva
     mia_scores: dict[str, list[dict[str, float]]] = {}
     if (config.mia if mia is None else mia) and suite.mia_members and suite.mia_nonmembers:
         for side, texts in (("member", suite.mia_members), ("nonmember", suite.mia_nonmembers)):
-            stats = completion_stats(model, tokenizer, [""] * len(texts), [t.text for t in texts],
-                                     batch_size=max(1, config.batch_size // 2))
+            prompts = [render_prompt(tokenizer, t.question) if t.question else "" for t in texts]
+            completions = [_completion(tokenizer, t.text) if t.question else t.text for t in texts]
+            stats = completion_stats(model, tokenizer, prompts, completions, batch_size=max(1, config.batch_size // 2))
             mia_scores[side] = [mia_lib.mia_scores(s, t.text, config.min_k) for s, t in zip(stats, texts)]
     truth: dict[str, list[TruthLikelihoods]] = {}
     if config.tofu:
@@ -342,7 +343,9 @@ def compute_results(run_id: str, suite: ProbeSuite, outputs: Sequence[ModelOutpu
                 for text, scores in zip(texts, out.mia[side]):
                     predicted = "member" if base_threshold is not None and scores["loss"] >= base_threshold else "nonmember"
                     items.append(_item(run_id, spec, f"mia_{side}", text.text_id, fact_id=text.fact_id,
-                                       prompt=text.text[:2000], verdict=predicted, score=_finite_or_none(scores["loss"]),
+                                       prompt=(text.question or text.text)[:2000],
+                                       expected=text.text[:2000] if text.question else None,
+                                       verdict=predicted, score=_finite_or_none(scores["loss"]),
                                        detail={**{k: _finite_or_none(v) for k, v in scores.items()}, "source": text.source}))
         # TOFU
         if out.truth:

@@ -13,17 +13,18 @@ Paraphrase and attack probes are held out: one whose text the curated set trains
 paraphrased question used as a training prompt) is left out, and the notes count them.
 
 Membership inference texts are chosen per corpus, so that members and non-members are texts of
-one kind (a passage against a passage, a taught Q&A against a Q&A in the same layout):
+one kind (a passage against a passage, an answer given its question against an answer given its
+question):
 
 1. where the dataset ships both, its ``mia_member`` texts (RWKU forget_mia: passages about the
-   target) against its ``mia_nonmember`` texts (RWKU retain_mia);
-2. otherwise the forget facts laid out as the model was taught them
-   (``format_prompt(q) + format_completion(a)``) against ``holdout`` facts (never taught) in the
-   same layout;
-3. with no holdout facts, against the forget facts' dataset perturbed answers in the same layout,
-   minus any text the unlearning set trained on: the same questions and template with facts the
-   model was never taught. This is the case of TOFU here, whose forget and retain splits are both
-   taught and which ships no holdout split.
+   target) against its ``mia_nonmember`` texts (RWKU retain_mia), each scored as a whole;
+2. otherwise the forget facts' answers against ``holdout`` facts' answers (never taught), each
+   scored given its question in the prompt layout (only the answer tokens count: the questions of
+   taught facts are memorised too, and would separate members from non-members by themselves);
+3. with no holdout facts, against the forget facts' dataset perturbed answers given the same
+   questions, minus any text the unlearning set trained on: facts the model was never taught in
+   the same template. This is the case of TOFU here when no holdout split is ingested (its forget
+   and retain splits are both taught).
 
 A corpus with no non-member texts at all is left out of MIA (``ProbeSuite.notes`` says so, and
 says which rule each corpus used).
@@ -41,7 +42,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from data import evaluation_queries as q
-from data.prompt_format import format_completion, format_prompt
 from data.store import Store
 from evaluation.matching import normalize
 
@@ -79,13 +79,15 @@ class EvalProbe:
 
 @dataclass(frozen=True)
 class MiaText:
-    """One text scored for membership inference."""
+    """One text scored for membership inference: ``text`` alone (a passage), or ``text`` as the
+    answer to ``question`` (a fact: only the answer's tokens are scored, given the question)."""
 
     text_id: str
     text: str
     member: bool
     source: str  # forget_fact / mia_member / mia_nonmember / holdout_fact / perturbed_answer
     fact_id: str | None = None
+    question: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,11 +151,6 @@ def _fact_probe(name: str, fact: dict[str, Any]) -> EvalProbe:
     return EvalProbe(name, fact["fact_id"], fact["question"], fact["answer"], fact["key_span"],
                      fact_id=fact["fact_id"], source="fact", subject=fact.get("subject"),
                      group=fact.get("group_name"))
-
-
-def taught_text(question: str, answer: str) -> str:
-    """A question and answer laid out as the teach stage trains a plain model on them."""
-    return format_prompt(question) + format_completion(answer)
 
 
 def load_probe_suite(store: Store, set_id: str | None = None, *, max_per_set: int | None = 500,
@@ -261,18 +258,18 @@ def _mia_texts(store: Store, trained: set[str], forget: list[dict[str, Any]], su
         how = "the dataset's mia_member / mia_nonmember texts"
         if not (inside and outside):
             # 2. and 3.: the forget facts as taught, against never-taught texts in the same layout
-            inside = [MiaText(f["fact_id"], taught_text(f["question"], f["answer"]), True, "forget_fact", f["fact_id"])
+            inside = [MiaText(f["fact_id"], f["answer"], True, "forget_fact", f["fact_id"], f["question"])
                       for f in facts]
-            outside = [MiaText(f["fact_id"], taught_text(f["question"], f["answer"]), False, "holdout_fact",
-                               f["fact_id"]) for f in q.facts_of_split(store, "holdout") if f["corpus"] == corpus]
-            how = "forget facts vs holdout facts (never taught), both in the taught layout"
+            outside = [MiaText(f["fact_id"], f["answer"], False, "holdout_fact", f["fact_id"], f["question"])
+                       for f in q.facts_of_split(store, "holdout") if f["corpus"] == corpus]
+            how = "forget facts' answers vs holdout facts' answers (never taught), each given its question"
             if not outside:
                 questions = {f["fact_id"]: f["question"] for f in facts}
-                outside = [MiaText(r["probe_id"], taught_text(questions[r["fact_id"]], r["text"]), False,
-                                   "perturbed_answer", r["fact_id"])
+                outside = [MiaText(r["probe_id"], r["text"], False, "perturbed_answer", r["fact_id"],
+                                   questions[r["fact_id"]])
                            for r in q.fact_probes(store, ["perturbed_answer"], fact_ids) if r["text"] not in trained]
-                how = ("forget facts vs their perturbed answers (never taught; any the unlearning set trained on "
-                       "left out), both in the taught layout")
+                how = ("forget facts' answers vs their perturbed answers (never taught; any the unlearning set "
+                       "trained on left out), each given the question")
         if inside and outside:
             members += inside
             nonmembers += outside

@@ -168,7 +168,7 @@ def render_markdown(data: dict[str, Any], results: Sequence[Row], leaks: Sequenc
         lines += _table(["probe set", "metric", *labels], rows)
     if data["counts"]:
         lines += ["## Probes", ""]
-        lines += _table(["set", "items"], [[k, str(v)] for k, v in sorted(data["counts"].items())])
+        lines += _table(["set", "items"], [[k, str(v)] for k, v in sorted(data["counts"].items()) if v])
     if data["notes"]:
         lines += ["Notes:", "", *[f"- {note}" for note in data["notes"]], ""]
     if leaks:
