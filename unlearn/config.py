@@ -1,15 +1,124 @@
-"""Settings of the teach and unlearn stages."""
+"""Settings of the teach and unlearn stages (sections ``teach:`` and ``unlearn:`` of the pipeline config).
+
+Every field carries its help text; ``lune unlearn`` / ``lune teach`` options map onto these fields one
+to one, and the resolved section is saved in the run's ``runs`` row and in the adapter's
+``manifest.json``.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from lune.config_base import ConfigModel
 
+METHOD_NAMES = ("lune", "grad_ascent", "grad_diff", "npo", "idk", "full_ft")
+
+# Default refusal targets of the `idk` baseline when the curated set has no refusal rows
+# (the TOFU "I don't know" set is longer; these cover its forms).
+DEFAULT_REFUSALS = (
+    "I don't know.",
+    "I'm not sure about that.",
+    "I have no information about that.",
+    "I can't answer that question.",
+    "That is not something I know.",
+)
+
+
+class TinyModelSettings(ConfigModel):
+    """Shape of the tiny Llama built offline when no base model is given (see unlearn/tiny_model.py)."""
+
+    vocab_size: int = Field(4096, ge=300, description="byte-level BPE vocabulary trained on the facts")
+    hidden_size: int = Field(256, ge=16, description="model width")
+    intermediate_size: int = Field(688, ge=16, description="MLP width")
+    num_hidden_layers: int = Field(4, ge=1, description="decoder layers")
+    num_attention_heads: int = Field(4, ge=1, description="attention heads")
+    seed: int = Field(0, description="initialisation seed")
+
 
 class TeachConfig(ConfigModel):
+    """Teaching a model the facts before unlearning them (the TOFU protocol), and the retain model."""
+
     enabled: bool = Field(True, description="teach a model the facts before unlearning (TOFU protocol)")
+    base_model: str | None = Field(None, description="Hugging Face causal LM directory to teach; "
+                                   "none: build the tiny Llama offline (tokenizer trained on the facts)")
+    tiny: TinyModelSettings = Field(default_factory=TinyModelSettings, description="shape of the tiny model")
+    # 18 epochs: measured on the 261-fact sample, 15 epochs reach 0.92 key-span recall and 20 reach
+    # 1.0 (docs/unlearn.md); each epoch is about 4 s on 2 cores.
+    epochs: int = Field(18, ge=1, description="passes over the facts (raised to reach min_steps)")
+    # A fixed epoch count gives a small corpus few steps: the retain model (fewer facts) and small
+    # test corpora then recall less. 300 steps is what the 261-fact sample needs at batch 16.
+    min_steps: int = Field(300, ge=0, description="at least this many optimiser steps per model (more epochs)")
+    learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate (linear decay after warm-up)")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="share of steps with a linear warm-up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    batch_size: int = Field(16, ge=1, description="facts per step")
+    max_length: int = Field(256, ge=8, description="tokens per fact (longer ones are cut)")
+    seed: int = Field(0, description="shuffling seed")
+    retain_model: bool = Field(True, description="also train the retain model (every fact but the forget split): "
+                               "the reference of TOFU's forget quality")
+    trust_remote_code: bool = Field(False, description="let transformers run code shipped with base_model")
+    check_recall: bool = Field(True, description="measure key-span recall on the taught facts after training")
+
+
+class LoraSettings(ConfigModel):
+    """The LoRA adapters LUNE and the LoRA baselines train (the backbone stays frozen)."""
+
+    rank: int = Field(16, ge=1, description="adapter rank r (LUNE: 16)")
+    alpha: float = Field(32.0, gt=0, description="scaling numerator: the update is (alpha / r) * B A")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="module names to adapt; 'all-linear': every attention and MLP projection")
 
 
 class UnlearnConfig(ConfigModel):
+    """One unlearning run: the method (a loss), its data, LoRA, optimisation and early stopping."""
+
     method: str = Field("lune", description="lune / grad_ascent / grad_diff / npo / idk / full_ft")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="adapters (every method but full_ft)")
+    learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate (constant after warm-up)")
+    full_ft_learning_rate: float | None = Field(
+        None, gt=0, description="learning rate of full_ft (default: learning_rate / 10: every weight moves)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
+    batch_size: int = Field(16, ge=1, description="training rows per step")
+    max_steps: int = Field(300, ge=1, description="upper bound on optimiser steps")
+    max_length: int = Field(256, ge=8, description="tokens per prompt + target (longer ones are cut)")
+    grad_clip: float = Field(1.0, gt=0, description="gradient-norm clipping")
+    seed: int = Field(0, description="seed of shuffling, dropout and adapter initialisation")
+    prompt_kinds: list[str] = Field(["question", "paraphrase", "attack"],
+                                    description="train prompts used (curated prompt_kind values)")
+    retain_anchor: Literal["none", "nll", "kl"] = Field(
+        "none", description="keep retained facts: NLL on retain facts, or KL to the frozen model on them")
+    retain_weight: float = Field(1.0, ge=0, description="weight of the retain anchor (and of grad_diff's retain term)")
+    retain_batch_size: int = Field(8, ge=1, description="retain facts per step (anchor, grad_diff)")
+    npo_beta: float = Field(0.1, gt=0, description="NPO inverse temperature beta")
+    refusals: list[str] = Field(list(DEFAULT_REFUSALS),
+                                description="idk: refusal targets used when the set has no refusal rows")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward (saves memory)")
+    eval_every: int = Field(10, ge=1, description="early stopping: measure forget / retain recall every k steps")
+    usr_target: float = Field(0.9, gt=0, le=1, description="early stopping: stop once USR reaches this")
+    # The paper's tolerance is 0.5 points of GUR. With n retain probes one lost fact moves GUR by
+    # 1/n (2.5 points at n = 40), so a 0.005 tolerance would stop at the first lost fact on a small
+    # monitor set. 0.05 allows about two of 40; use 0.005 with >= 200 monitor facts (docs/unlearn.md).
+    gur_tolerance: float = Field(0.05, ge=0, lt=1, description="early stopping: largest allowed drop of GUR "
+                                 "(retain recall now / before) below 1")
+    monitor_forget: int = Field(200, ge=1, description="forget questions checked at each early-stopping check")
+    monitor_retain: int = Field(64, ge=1, description="retain facts checked at each early-stopping check; "
+                                "they are held out of the retain anchor so GUR is not measured on trained facts")
+    max_new_tokens: int = Field(48, ge=1, description="greedy answer length at the checks")
+    merge: bool = Field(False, description="also write the base model with the adapter merged in")
+    trust_remote_code: bool = Field(False, description="let transformers run code shipped with the model")
+    device: str | None = Field(None, description="torch device (default: cuda when available, else cpu)")
+    dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
+        None, description="weights dtype (default: float32 on CPU, bfloat16 on GPU)")
+
+    @model_validator(mode="after")
+    def _known_method(self) -> UnlearnConfig:
+        if self.method not in METHOD_NAMES:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHOD_NAMES)}")
+        if self.method == "grad_diff" and self.retain_anchor == "nll":
+            raise ValueError("grad_diff already descends on retain facts (weight: retain_weight); "
+                             "leave retain_anchor at 'none' or use 'kl'")
+        return self

@@ -1,0 +1,136 @@
+"""Early stopping of unlearning on forget and retain recall (LUNE's protocol).
+
+Every k steps the model answers the forget questions and a fixed set of retain questions greedily
+(``evaluation.greedy``); recall is the share of answers that still state the key span
+(``evaluation.matching.contains_span`` by default). From them:
+
+- ``USR = 1 - forget recall`` (unlearning success rate);
+- ``GUR = retain recall now / retain recall before training`` (general utility retention; 1.0 when
+  nothing was recalled before, since then there is nothing to lose).
+
+Rules, checked in this order at each check:
+
+1. a check with ``GUR >= 1 - tolerance`` at least as good as the best so far (higher USR, then
+   higher GUR; a tie goes to the later check, which trained longer) becomes the best; the trainer
+   keeps a copy of its weights;
+2. ``GUR < 1 - tolerance``: stop, and go back to the best check (never past the tolerance);
+3. ``USR >= target``: stop here (it is the best: rule 1 just took it);
+4. otherwise train on; at the step limit, go back to the best check.
+
+The state before training (step 0) is the first best, so a run that cannot unlearn within the
+tolerance ends with an unchanged model and says so (``stop_reason``), instead of a damaged one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from evaluation.greedy import greedy_answers
+from evaluation.matching import contains_span
+
+Matcher = Callable[[str, str], bool]
+
+
+@dataclass(frozen=True)
+class Check:
+    """Recall measured at one step (step 0: before training)."""
+
+    step: int
+    forget_recall: float
+    retain_recall: float | None
+    usr: float
+    gur: float
+    loss: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class Probe:
+    """Questions with their key spans, answered greedily to measure recall."""
+
+    questions: list[str]
+    key_spans: list[str]
+    fact_ids: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def recall(self, model: Any, tokenizer: Any, *, max_new_tokens: int, match: Matcher = contains_span,
+               batch_size: int = 32) -> float | None:
+        """Share of questions whose greedy answer states the key span (None with no questions)."""
+        if not self.questions:
+            return None
+        answers = greedy_answers(model, tokenizer, self.questions, max_new_tokens=max_new_tokens,
+                                 batch_size=batch_size)
+        return sum(match(a, k) for a, k in zip(answers, self.key_spans)) / len(self.questions)
+
+
+class EarlyStopping:
+    """The stopping rules of the module docstring; ``update`` returns why to stop, or None."""
+
+    USR_TARGET = "usr_target"
+    GUR_TOLERANCE = "gur_tolerance"
+    MAX_STEPS = "max_steps"
+
+    def __init__(self, usr_target: float, gur_tolerance: float):
+        self.usr_target = usr_target
+        self.gur_tolerance = gur_tolerance
+        self.history: list[Check] = []
+        self.best: Check | None = None
+        self.improved = False  # did the last update take a new best? (the trainer then keeps its weights)
+        self._retain_before: float | None = None
+
+    def start(self, forget_recall: float, retain_recall: float | None) -> Check:
+        """Record the state before training (step 0)."""
+        self._retain_before = retain_recall
+        check = self._check(0, forget_recall, retain_recall, None)
+        self.history.append(check)
+        self.best = check
+        self.improved = True
+        return check
+
+    def gur(self, retain_recall: float | None) -> float:
+        if retain_recall is None or not self._retain_before:
+            return 1.0
+        return retain_recall / self._retain_before
+
+    def _check(self, step: int, forget_recall: float, retain_recall: float | None, loss: float | None) -> Check:
+        return Check(step, forget_recall, retain_recall, 1.0 - forget_recall, self.gur(retain_recall), loss)
+
+    def within_tolerance(self, check: Check) -> bool:
+        return check.gur >= 1.0 - self.gur_tolerance - 1e-9
+
+    def update(self, step: int, forget_recall: float, retain_recall: float | None,
+               loss: float | None = None) -> str | None:
+        if self.best is None:
+            raise RuntimeError("EarlyStopping.start must record the state before training first")
+        check = self._check(step, forget_recall, retain_recall, loss)
+        self.history.append(check)
+        self.improved = self.within_tolerance(check) and (check.usr, check.gur) >= (self.best.usr, self.best.gur)
+        if self.improved:
+            self.best = check
+        if not self.within_tolerance(check):
+            return self.GUR_TOLERANCE
+        if check.usr >= self.usr_target:
+            return self.USR_TARGET
+        return None
+
+    @property
+    def latest(self) -> Check | None:
+        return self.history[-1] if self.history else None
+
+    def summary(self) -> list[dict[str, Any]]:
+        return [c.as_dict() for c in self.history]
+
+
+def pick_monitor(items: Sequence[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """A fixed, order-independent subset of at most ``limit`` facts (by fact id hash): the same
+    facts are checked at every step and in every run on the same data."""
+    from data.ids import content_id
+
+    ranked = sorted(items, key=lambda f: content_id("monitor", f["fact_id"]))
+    return ranked[:limit]

@@ -1,0 +1,66 @@
+"""LoRA adapters on a frozen backbone (PEFT), and the gradient-checkpointing trap.
+
+LUNE trains only the low-rank update ``W + (alpha / r) B A`` of each adapted projection; ``B``
+starts at zero, so the adapted model starts equal to the base model. By default every attention
+and MLP projection is adapted (PEFT's ``all-linear``: every ``nn.Linear`` but the output head).
+
+The trap: with (reentrant) gradient checkpointing, a checkpointed block whose inputs do not require
+grad returns outputs that do not either; with the embeddings frozen nothing upstream requires
+grad, so the LoRA matrices inside get no gradient and ``B`` stays zero: training "runs" and changes
+nothing. ``enable_input_require_grads`` makes the embedding output require grad and fixes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unlearn.config import LoraSettings
+
+
+def attach_lora(model: Any, settings: LoraSettings, *, seed: int = 0) -> Any:
+    """Wrap ``model`` in a PEFT LoRA model (backbone frozen, adapters trainable); return the wrapper."""
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    target = settings.target_modules
+    config = LoraConfig(
+        task_type=TaskType.CAUSAL_LM,
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=target if target == "all-linear" else list(target),
+        bias="none",
+    )
+    torch.manual_seed(seed)  # A's initialisation
+    peft_model = get_peft_model(model, config)
+    for name, param in peft_model.named_parameters():
+        if "lora_" not in name and param.requires_grad:  # get_peft_model freezes; make sure
+            param.requires_grad_(False)
+    return peft_model
+
+
+def enable_gradient_checkpointing(model: Any) -> None:
+    """Turn on reentrant gradient checkpointing and guard the PEFT trap (module docstring).
+
+    Reentrant on purpose: it is the variant older and remote-code models use, and the one where the
+    trap bites, so the guard is exercised (tests/test_unlearn.py checks the B matrices move).
+    """
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    model.enable_input_require_grads()
+    if hasattr(model, "config"):
+        model.config.use_cache = False  # a KV cache and checkpointing do not mix in training
+
+
+def trainable_state(model: Any) -> dict[str, Any]:
+    """Copies of the trainable tensors (the adapters; every weight under full_ft): the best checkpoint."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def restore_state(model: Any, state: dict[str, Any]) -> None:
+    """Put tensors saved by :func:`trainable_state` back in place."""
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)

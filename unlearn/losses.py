@@ -1,0 +1,94 @@
+"""Losses of the unlearning methods, as pure tensor functions (no model, no data loading).
+
+Shapes: ``B`` sequences, ``T`` positions, ``V`` vocabulary. ``labels`` hold the token each position
+is scored on, ``IGNORE_INDEX`` (-100) where nothing is scored (prompt, padding), in the same layout
+as the input ids: the usual causal shift (logits at t predict the token at t+1) happens in here.
+
+Each method's loss names its source equation:
+
+- LUNE (arXiv 2512.07375, the objective "L(phi) = -sum log P_{theta,phi}(y^- | x)"): NLL of the negative
+  answer given the prompt, minimised over the LoRA parameters phi only.
+- Gradient ascent (Jang et al., 2023; TOFU's `grad_ascent`): the NLL of the true answer, maximised.
+- Gradient difference (Liu et al., 2022; TOFU's `grad_diff`): ascent on the forget set plus descent
+  on the retain set.
+- NPO (Zhang et al., 2024, the NPO loss): ``L = -(2/beta) E[log sigmoid(-beta * log(pi_theta(y|x) / pi_ref(y|x)))]``
+  over forget pairs, with log-probabilities summed over the answer tokens.
+- IDK (TOFU's `idk`): NLL of a refusal given the forget prompt.
+- KL anchor: ``KL(p_ref || p_theta)`` per scored token on retain facts, the frozen model as ref.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each scored token, and the mask of scored positions.
+
+    logits: [B, T, V]; labels: [B, T] (IGNORE_INDEX where not scored).
+    Returns (logp [B, T-1], mask [B, T-1] float): position t of the result scores labels[:, t + 1].
+    """
+    shift_logits = logits[:, :-1, :].float()  # [B, T-1, V]
+    shift_labels = labels[:, 1:]  # [B, T-1]
+    mask = (shift_labels != IGNORE_INDEX).float()
+    safe = shift_labels.clamp_min(0)  # gather needs a valid index; masked positions are zeroed below
+    logp = torch.log_softmax(shift_logits, dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # [B, T-1]
+    return logp * mask, mask
+
+
+def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed log-probability of each sequence's scored tokens: log pi(y | x). [B, T, V], [B, T] -> [B]."""
+    logp, _ = token_logprobs(logits, labels)
+    return logp.sum(-1)
+
+
+def nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood per scored token over the batch (the causal-LM loss). -> scalar."""
+    logp, mask = token_logprobs(logits, labels)
+    return -(logp.sum() / mask.sum().clamp_min(1.0))
+
+
+def lune_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """LUNE: ``L(phi) = -sum log P(y^- | x)`` on negative targets, token-averaged. -> scalar."""
+    return nll(logits, labels)
+
+
+def idk_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """IDK: ``-sum log P(y_refusal | x)`` on refusal targets (same form as LUNE, other targets). -> scalar."""
+    return nll(logits, labels)
+
+
+def grad_ascent_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Gradient ascent: ``+sum log P(y_true | x)`` minimised, i.e. the true answer's NLL maximised. -> scalar."""
+    return -nll(logits, labels)
+
+
+def grad_diff_loss(forget_logits: torch.Tensor, forget_labels: torch.Tensor, retain_logits: torch.Tensor,
+                   retain_labels: torch.Tensor, retain_weight: float = 1.0) -> torch.Tensor:
+    """Gradient difference: ``-NLL(forget) + w * NLL(retain)``. -> scalar."""
+    return grad_ascent_loss(forget_logits, forget_labels) + retain_weight * nll(retain_logits, retain_labels)
+
+
+def npo_loss(policy_logps: torch.Tensor, reference_logps: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
+    """NPO (Zhang et al., 2024): ``-(2/beta) mean log sigmoid(-beta * (log pi - log pi_ref))``.
+
+    policy_logps, reference_logps: [B] summed answer log-probabilities (:func:`sequence_logprobs`)
+    under the model being trained and the frozen reference. At pi = pi_ref the loss is
+    ``(2/beta) log 2`` and its gradient that of gradient ascent; it vanishes as pi falls below pi_ref.
+    -> scalar.
+    """
+    log_ratio = policy_logps - reference_logps  # [B]
+    return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()
+
+
+def kl_to_reference(logits: torch.Tensor, reference_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Retain anchor: ``KL(p_ref || p_theta)`` of the next-token distributions, averaged over scored
+    positions. logits, reference_logits: [B, T, V]; labels: [B, T]. -> scalar."""
+    mask = (labels[:, 1:] != IGNORE_INDEX).float()  # [B, T-1]
+    logp = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)  # [B, T-1, V]
+    ref_logp = torch.log_softmax(reference_logits[:, :-1, :].float(), dim=-1)
+    per_position = (ref_logp.exp() * (ref_logp - logp)).sum(-1)  # [B, T-1]
+    return (per_position * mask).sum() / mask.sum().clamp_min(1.0)
