@@ -162,9 +162,12 @@ class Store:
                 f"{self.path}: schema version {current} is newer than this lune knows ({known[-1].version}); "
                 "upgrade lune to open it."
             )
+        # Apply every migration the file has not recorded, not only those above its maximum: a
+        # number left free (and filled by a later version) is applied too, in order.
+        done = {row[0] for row in self.con.execute("SELECT version FROM schema_migrations").fetchall()}
         applied = []
         for migration in known:
-            if migration.version <= current or (target is not None and migration.version > target):
+            if migration.version in done or (target is not None and migration.version > target):
                 continue
             with self.transaction():
                 self.con.execute(migration.sql)

@@ -47,7 +47,7 @@ def write_config(tmp: Path) -> Path:
         "workdir": str(tmp / "work"),
         "ingest": {"sources": [{"format": "tofu", "path": str(data), "forget": "forget01"}]},
         "teach": {"epochs": 14, "batch_size": 16, "tiny": {"vocab_size": 1024}},
-        "unlearn": {"max_steps": 40, "eval_every": 10, "retain_anchor": "nll"},
+        "unlearn": {"max_steps": 40, "eval_every": 10, "retain_anchor": "nll", "monitor_retain": 16},
         "evaluate": {"max_per_set": 60, "plots": False},
     }
     path = tmp / "pipeline.yaml"
