@@ -46,9 +46,10 @@ def write_config(tmp: Path) -> Path:
     config = {
         "workdir": str(tmp / "work"),
         "ingest": {"sources": [{"format": "tofu", "path": str(data), "forget": "forget01"}]},
-        "teach": {"epochs": 14, "batch_size": 16, "tiny": {"vocab_size": 1024}},
+        "teach": {"epochs": 4, "min_steps": 80, "batch_size": 16, "check_recall": False, "tiny": {"vocab_size": 1024}},
         "unlearn": {"max_steps": 40, "eval_every": 10, "retain_anchor": "nll", "monitor_retain": 16},
-        "evaluate": {"max_per_set": 60, "plots": False},
+        "evaluate": {"max_per_set": 40, "plots": False},
+        "generate": {"n": 1},
     }
     path = tmp / "pipeline.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
