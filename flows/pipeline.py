@@ -14,6 +14,7 @@ Wiring only: every stage's work is in its own flow (``flows/<stage>.py``).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -73,6 +74,12 @@ class StageRunner:
         return outputs
 
 
+def announce(message: str) -> None:
+    """Stage progress on stderr, whatever Prefect's log level (a user and a supervising script both
+    read it: `[unlearn:lune] started`, `[teach] already completed ...`)."""
+    print(f"lune: {message}", file=sys.stderr, flush=True)
+
+
 def _dump(section: Any) -> dict[str, Any]:
     return section.model_dump(mode="json")
 
@@ -101,7 +108,7 @@ def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
     workdir = Path(config.workdir)
     with Store.open(db) as store:
         store.start_run("pipeline", {**_dump(config), "methods": methods}, run_id=pid)
-    stage = StageRunner(db, pid, print)
+    stage = StageRunner(db, pid, announce)
     started = time.perf_counter()
     try:
         stage("ingest", lambda rid: ingest_flow(db, config.ingest, run_id=rid, parent_run_id=pid),
