@@ -7,9 +7,12 @@ same loss (``full_ft``), on the same model and data, side by side in one run.
     python bench/unlearn.py --shape 7b --steps 20  # model of ~1B / ~7B parameters (meant for a GPU)
 
 Default mode: teach the tiny Llama the whole sample (261 facts; cached under --workdir), build the
-curated set from TOFU's perturbed answers (``unlearn.sample_set``: 5 negatives per forget fact and
-the paraphrased question, 240 rows), then run ``lune`` and ``full_ft`` with the same settings
-(no retain anchor, so both minimise exactly ``-log p(negative | prompt)``) until USR >= 0.9.
+curated set from TOFU's perturbed answers (``unlearn.sample_set``: up to 5 negatives per forget
+fact and the paraphrased question; perturbed answers that still state the key span left out), then
+run ``lune`` and ``full_ft`` with the same settings (no retain anchor unless --retain-anchor, so both
+minimise exactly ``-log p(negative | prompt)``) until USR >= 0.9. GUR is measured and reported but
+does not stop the runs (tolerance 0.99 unless --gur-tolerance): this measures the cost of reaching
+the target, and what each method kept on the way.
 Measured per method: trainable and total parameters, peak memory (RSS on CPU, rise over the start;
 ``torch.cuda.max_memory_allocated`` on GPU), time and CPU time per step, tokens/s, and the steps,
 training time and wall time (training + the early-stopping checks) to reach USR >= 0.9.
@@ -69,7 +72,8 @@ def taught_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for method in args.methods:
         config = UnlearnConfig(method=method, max_steps=args.max_steps, eval_every=args.eval_every,
-                               batch_size=args.batch_size)
+                               batch_size=args.batch_size, retain_anchor=args.retain_anchor,
+                               gur_tolerance=args.gur_tolerance)
         result = unlearn(taught.model_dir, data, Path(args.workdir) / "bench-adapters" / method, config,
                          progress=not args.quiet)
         m, outcome = result.metrics, result.outcome
@@ -176,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=300, help="step limit of each run (default 300)")
     parser.add_argument("--eval-every", type=int, default=5, help="early-stopping check every k steps (default 5)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--retain-anchor", choices=["none", "nll", "kl"], default="none")
+    parser.add_argument("--gur-tolerance", type=float, default=0.99,
+                        help="early stopping on GUR (default 0.99: report GUR, do not stop on it)")
     parser.add_argument("--steps", type=int, default=20, help="shape mode: measured steps (default 20)")
     parser.add_argument("--seq-len", type=int, default=256, help="shape mode: tokens per sequence (default 256)")
     parser.add_argument("--checkpointing", action="store_true", help="shape mode: gradient checkpointing on")

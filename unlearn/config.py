@@ -105,8 +105,9 @@ class UnlearnConfig(ConfigModel):
     gur_tolerance: float = Field(0.05, ge=0, lt=1, description="early stopping: largest allowed drop of GUR "
                                  "(retain recall now / before) below 1")
     monitor_forget: int = Field(200, ge=1, description="forget questions checked at each early-stopping check")
-    monitor_retain: int = Field(64, ge=1, description="retain facts checked at each early-stopping check; "
-                                "they are held out of the retain anchor so GUR is not measured on trained facts")
+    monitor_retain: int = Field(64, ge=1, description="retain facts checked at each early-stopping check (at "
+                                "most half of them when an anchor needs the rest); they are held out of the "
+                                "retain anchor so GUR is not measured on trained facts")
     max_new_tokens: int = Field(48, ge=1, description="greedy answer length at the checks")
     merge: bool = Field(False, description="also write the base model with the adapter merged in")
     trust_remote_code: bool = Field(False, description="let transformers run code shipped with the model")

@@ -176,15 +176,18 @@ class UnlearnTrainer:
         torch.set_flush_denormal(True)  # denormals slow CPU training about 3x
         cfg = self.config
         examples = self.encode_pairs(self.training_pairs())
-        monitor_retain = pick_monitor(self.data.retain, cfg.monitor_retain)
+        # With an anchor to feed, at most half of the retain facts are held out for the checks.
+        limit = min(cfg.monitor_retain, len(self.data.retain) // 2) if self.needs_retain_batches() \
+            else cfg.monitor_retain
+        monitor_retain = pick_monitor(self.data.retain, limit)
         monitor_ids = {f["fact_id"] for f in monitor_retain}
         anchor_facts = [f for f in self.data.retain if f["fact_id"] not in monitor_ids]
         retain_examples = [encode(self.tokenizer, f["question"], f["answer"], max_length=cfg.max_length, index=i)
                            for i, f in enumerate(anchor_facts)]
         if self.needs_retain_batches() and not retain_examples:
-            raise LuneError(f"method {self.name!r} with retain_anchor={cfg.retain_anchor!r} needs retain facts "
-                            f"beyond the {len(monitor_retain)} held out for early stopping (monitor_retain); "
-                            "ingest a retain split or lower monitor_retain")
+            what = "its retain term" if self.name == "grad_diff" else f"retain_anchor={cfg.retain_anchor!r}"
+            raise LuneError(f"method {self.name!r} ({what}) needs retain facts, and there are none: ingest a "
+                            "retain split (TOFU: retainNN.json) or set retain_anchor to 'none'")
         monitor_forget = pick_monitor(self.data.forget, cfg.monitor_forget)
         forget_probe = Probe([f["question"] for f in monitor_forget], [f["key_span"] for f in monitor_forget],
                              [f["fact_id"] for f in monitor_forget])
