@@ -77,7 +77,10 @@ class StageRunner:
 def announce(message: str) -> None:
     """Stage progress on stderr, whatever Prefect's log level (a user and a supervising script both
     read it: `[unlearn:lune] started`, `[teach] already completed ...`)."""
-    print(f"lune: {message}", file=sys.stderr, flush=True)
+    # Not print(): inside a flow with log_prints, Prefect turns prints to stdout and stderr into
+    # log records, which its log level may hide.
+    sys.stderr.write(f"lune: {message}\n")
+    sys.stderr.flush()
 
 
 def _dump(section: Any) -> dict[str, Any]:
