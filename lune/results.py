@@ -23,7 +23,7 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("APR on attacks (all families)", "attack", "apr", ""),
     ("MIA AUC (loss)", "mia", "mia_auc_loss", ""),
     ("MIA AUC (min-k%++)", "mia", "mia_auc_min_k_plus_plus", ""),
-    ("TOFU truth ratio (forget)", "forget", "truth_ratio", ""),
+    ("TOFU truth ratio (forget)", "tofu_forget", "truth_ratio", ""),
     ("TOFU forget quality (KS p-value)", "tofu", "forget_quality", ""),
     ("TOFU model utility", "tofu", "model_utility", ""),
 )
