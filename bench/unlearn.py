@@ -5,6 +5,7 @@ same loss (``full_ft``), on the same model and data, side by side in one run.
     python bench/unlearn.py --json out.json        # also write the figures as JSON
     python bench/unlearn.py --shape 1b --steps 20  # cost only: a randomly initialised Llama-shaped
     python bench/unlearn.py --shape 7b --steps 20  # model of ~1B / ~7B parameters (meant for a GPU)
+    python bench/unlearn.py --shape 135m --steps 5 --batch-size 4 --seq-len 128   # the same on a CPU
 
 Default mode: teach the tiny Llama the whole sample (261 facts; cached under --workdir), build the
 curated set from TOFU's perturbed answers (``unlearn.sample_set``: up to 5 negatives per forget
@@ -19,6 +20,7 @@ training time and wall time (training + the early-stopping checks) to reach USR 
 
 Shape mode measures cost only, as the issue asks ("measuring cost needs no trained weights"):
 random token batches through the trainers' own optimiser step, ``--steps`` steps after 3 warm-up.
+Each method runs in its own Python process, so that its peak memory is its own.
 Prints a Markdown table for BENCHMARKS.md ("## Unlearn").
 """
 
@@ -28,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +45,7 @@ METHODS = ("lune", "full_ft")
 # Llama-shaped configurations for the cost-only mode (vocabulary 32,000 like Llama 2).
 SHAPES: dict[str, dict[str, int]] = {
     "tiny": {"hidden_size": 256, "intermediate_size": 688, "num_hidden_layers": 4, "num_attention_heads": 4},
+    "135m": {"hidden_size": 768, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12},
     "1b": {"hidden_size": 2048, "intermediate_size": 5632, "num_hidden_layers": 22, "num_attention_heads": 32},
     "7b": {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32},
 }
@@ -56,42 +60,48 @@ def machine() -> str:
             f"{torch.get_num_threads()}, {gpu}, load average {load:.1f} at the start")
 
 
-def taught_run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from unlearn.config import TeachConfig, UnlearnConfig
+def teach_sample(args: argparse.Namespace) -> Any:
+    """The tiny Llama taught the whole sample (cached under --workdir after the first time)."""
+    from unlearn.config import TeachConfig
+    from unlearn.sample_set import sample_facts
+    from unlearn.teach import teach
+
+    started = time.perf_counter()
+    taught = teach(sample_facts(), args.workdir, TeachConfig(), progress=not args.quiet)
+    print(f"taught model: {taught.model_dir} ({'cached' if taught.cached else f'{time.perf_counter() - started:.0f} s'}"
+          f", recall {taught.metrics['taught'].get('recall')})", file=sys.stderr)
+    return taught
+
+
+def taught_run(args: argparse.Namespace, method: str) -> dict[str, Any]:
+    from unlearn.config import UnlearnConfig
     from unlearn.inputs import build_data
     from unlearn.run import unlearn
     from unlearn.sample_set import curated_set, retain_of, sample_facts
-    from unlearn.teach import teach
 
+    taught = teach_sample(args)
     facts = sample_facts()
-    started = time.perf_counter()
-    taught = teach(facts, args.workdir, TeachConfig(), progress=not args.quiet)
-    print(f"taught model: {taught.model_dir} ({'cached' if taught.cached else f'{time.perf_counter() - started:.0f} s'}"
-          f", recall {taught.metrics['taught'].get('recall')})", file=sys.stderr)
     data = build_data(curated_set(facts), retain_of(facts))
-    rows = []
-    for method in args.methods:
-        config = UnlearnConfig(method=method, max_steps=args.max_steps, eval_every=args.eval_every,
-                               batch_size=args.batch_size, retain_anchor=args.retain_anchor,
-                               gur_tolerance=args.gur_tolerance)
-        result = unlearn(taught.model_dir, data, Path(args.workdir) / "bench-adapters" / method, config,
-                         progress=not args.quiet)
-        m, outcome = result.metrics, result.outcome
-        target = outcome.time_to_target or {}
-        rows.append({
-            "method": method, "trainable_params": m["trainable_params"], "total_params": m["total_params"],
-            "peak_rss_rise_mib": m["peak_rss_rise_mib"], "peak_rss_mib": m["peak_rss_mib"],
-            "peak_gpu_mib": m.get("peak_gpu_mib"), "step_s_mean": m["step_s_mean"],
-            "step_s_median": m["step_s_median"], "step_cpu_s": round(m["train_cpu_s"] / m["steps"], 5),
-            "tokens_per_s": m["tokens_per_s"], "steps_to_target": target.get("step"),
-            "train_s_to_target": target.get("train_s"), "train_cpu_s_to_target": target.get("train_cpu_s"),
-            "wall_s_to_target": target.get("wall_s"), "stop_reason": m["stop_reason"], "kept_usr": m["kept_usr"],
-            "kept_gur": m["kept_gur"], "out_dir": str(result.out_dir),
-        })
-    return rows
+    config = UnlearnConfig(method=method, max_steps=args.max_steps, eval_every=args.eval_every,
+                           batch_size=args.batch_size, retain_anchor=args.retain_anchor,
+                           gur_tolerance=args.gur_tolerance)
+    result = unlearn(taught.model_dir, data, Path(args.workdir) / "bench-adapters" / method, config,
+                     progress=not args.quiet)
+    m, outcome = result.metrics, result.outcome
+    target = outcome.time_to_target or {}
+    return {
+        "method": method, "trainable_params": m["trainable_params"], "total_params": m["total_params"],
+        "peak_rss_rise_mib": m["peak_rss_rise_mib"], "peak_rss_mib": m["peak_rss_mib"],
+        "peak_gpu_mib": m.get("peak_gpu_mib"), "step_s_mean": m["step_s_mean"],
+        "step_s_median": m["step_s_median"], "step_cpu_s": round(m["train_cpu_s"] / m["steps"], 5),
+        "tokens_per_s": m["tokens_per_s"], "steps_to_target": target.get("step"),
+        "train_s_to_target": target.get("train_s"), "train_cpu_s_to_target": target.get("train_cpu_s"),
+        "wall_s_to_target": target.get("wall_s"), "stop_reason": m["stop_reason"], "kept_usr": m["kept_usr"],
+        "kept_gur": m["kept_gur"], "out_dir": str(result.out_dir),
+    }
 
 
-def shape_run(args: argparse.Namespace) -> list[dict[str, Any]]:
+def shape_run(args: argparse.Namespace, method: str) -> dict[str, Any]:
     """Cost only: a random Llama of the chosen shape, random batches, the trainers' optimiser step."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -114,33 +124,39 @@ def shape_run(args: argparse.Namespace) -> list[dict[str, Any]]:
         batch["labels"] = batch["input_ids"].clone()
         batch["labels"][:, : args.seq_len // 2] = -100  # the prompt half is not scored, as in training
     empty = UnlearnData(train=[], forget=[])
-    rows = []
-    for method in args.methods:
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config).to(device=device, dtype=dtype)
-        settings = UnlearnConfig(method=method, batch_size=args.batch_size, gradient_checkpointing=args.checkpointing,
-                                 device=device)
-        trainer = TRAINERS[method](model, _NoTokenizer(), empty, settings, progress=False)
-        trainer.model.train()
-        trainer.build_optimizer()
-        trainable, total = parameter_counts(trainer.model)
-        meter = RunMeter(device=device).start()
-        for step in range(args.steps + 3):
-            batch = {k: v.to(device) for k, v in batches[step % len(batches)].items()}
-            t0, c0 = time.perf_counter(), time.process_time()
-            trainer.training_step(batch, None)
-            if step >= 3:  # the first steps allocate optimiser state and warm kernels up
-                meter.step(time.perf_counter() - t0, int(batch["attention_mask"].sum()), time.process_time() - c0)
-        m = meter.stop()
-        rows.append({"method": method, "shape": args.shape, "trainable_params": trainable, "total_params": total,
-                     "peak_rss_rise_mib": m["peak_rss_rise_mib"], "peak_rss_mib": m["peak_rss_mib"],
-                     "peak_gpu_mib": m.get("peak_gpu_mib"), "step_s_mean": m["step_s_mean"],
-                     "step_s_median": m["step_s_median"], "step_cpu_s": round(m["train_cpu_s"] / m["steps"], 5),
-                     "tokens_per_s": m["tokens_per_s"]})
-        del trainer, model
-        if device == "cuda":
-            torch.cuda.empty_cache()
-    return rows
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).to(device=device, dtype=dtype)
+    settings = UnlearnConfig(method=method, batch_size=args.batch_size, gradient_checkpointing=args.checkpointing,
+                             device=device)
+    trainer = TRAINERS[method](model, _NoTokenizer(), empty, settings, progress=False)
+    trainer.model.train()
+    trainer.build_optimizer()
+    trainable, total = parameter_counts(trainer.model)
+    meter = RunMeter(device=device).start()
+    for step in range(args.steps + 3):
+        batch = {k: v.to(device) for k, v in batches[step % len(batches)].items()}
+        t0, c0 = time.perf_counter(), time.process_time()
+        trainer.training_step(batch, None)
+        if step >= 3:  # the first steps allocate optimiser state and warm kernels up
+            meter.step(time.perf_counter() - t0, int(batch["attention_mask"].sum()), time.process_time() - c0)
+    m = meter.stop()
+    return {"method": method, "shape": args.shape, "trainable_params": trainable, "total_params": total,
+            "peak_rss_rise_mib": m["peak_rss_rise_mib"], "peak_rss_mib": m["peak_rss_mib"],
+            "peak_gpu_mib": m.get("peak_gpu_mib"), "step_s_mean": m["step_s_mean"],
+            "step_s_median": m["step_s_median"], "step_cpu_s": round(m["train_cpu_s"] / m["steps"], 5),
+            "tokens_per_s": m["tokens_per_s"]}
+
+
+RESULT = "BENCH-RESULT "
+
+
+def run_in_own_process(argv: list[str], method: str) -> dict[str, Any]:
+    """One method in a fresh Python process: its peak memory is its own, not the previous method's
+    (a second run in one process reuses the memory the allocator kept from the first)."""
+    done = subprocess.run([sys.executable, __file__, *argv, "--one", method], stdout=subprocess.PIPE, text=True,
+                          check=True)
+    line = next(line for line in done.stdout.splitlines() if line.startswith(RESULT))
+    return json.loads(line[len(RESULT):])
 
 
 class _NoTokenizer:
@@ -188,13 +204,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpointing", action="store_true", help="shape mode: gradient checkpointing on")
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--one", choices=list(METHODS), help=argparse.SUPPRESS)  # internal: one method, JSON out
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_flush_denormal(True)
+    if args.one:
+        row = shape_run(args, args.one) if args.shape else taught_run(args, args.one)
+        print(RESULT + json.dumps(row))
+        return 0
     where = machine()
-    rows = shape_run(args) if args.shape else taught_run(args)
+    if not args.shape:
+        teach_sample(args)  # once, before the methods' processes (which then find it cached)
+    rows = [run_in_own_process(argv if argv is not None else sys.argv[1:], method) for method in args.methods]
     print(f"\nmachine: {where}\n")
     print(table(rows))
     if len(rows) == 2 and rows[0]["method"] == "lune":

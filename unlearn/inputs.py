@@ -40,7 +40,8 @@ class UnlearnData:
         return sorted({f["fact_id"] for f in self.forget})
 
 
-def _dataset_dir(path: Path) -> Path:
+def dataset_dir(path: Path) -> Path:
+    """The saved DatasetDict folder of a ``lune export`` output (the folder itself or its ``hf``)."""
     if (path / "dataset_dict.json").exists():
         return path
     if (path / "hf" / "dataset_dict.json").exists():
@@ -65,7 +66,7 @@ def load_curated(source: str | Path | Mapping[str, Sequence[Mapping[str, Any]]],
     if isinstance(source, (str, Path)):
         import datasets
 
-        folder = _dataset_dir(Path(source))
+        folder = dataset_dir(Path(source))
         loaded = datasets.load_from_disk(str(folder))
         splits = {name: [dict(r) for r in loaded[name]] for name in loaded}
         return splits, set_id or _set_id_from_card(folder), str(folder)
