@@ -89,7 +89,8 @@ def unlearn(model: str | Path, data: UnlearnData | str | Path | Mapping[str, Seq
     """Unlearn a curated set from ``model`` with ``config.method``; write the result to ``out_dir``.
 
     ``data``: an :class:`UnlearnData`, a ``lune export`` folder, or the rows of ``curated_rows``;
-    ``retain``: retain facts (question, answer, key_span[, fact_id]) for the anchor and GUR;
+    ``retain``: retain facts (question, answer, key_span[, fact_id]) for the anchor and GUR (an
+    ``UnlearnData`` carries its own, and ``retain`` is not used then);
     ``store``: an open ``data.store.Store`` to record the run in (kind ``unlearn``).
     """
     config = config or UnlearnConfig()

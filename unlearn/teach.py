@@ -170,7 +170,7 @@ def train_on_facts(base: str | Path, facts: Sequence[Mapping[str, Any]], out_dir
 
     torch.set_flush_denormal(True)  # denormals slow CPU training about 3x
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    dtype = getattr(torch, config.dtype) if config.dtype else (torch.bfloat16 if device == "cuda" else torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(base), trust_remote_code=config.trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype,
                                                  trust_remote_code=config.trust_remote_code).to(device)
