@@ -23,11 +23,15 @@ def greedy_complete(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_n
     tokenizer.padding_side = "left"  # decoder-only models continue from the last position
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    outputs: list[str] = []
+    # Prompts of similar length share a batch (left padding is computed for nothing; attack prompts
+    # are several times longer than questions); the answers go back in the callers' order.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    outputs: list[str] = [""] * len(prompts)
     try:
         device = next(model.parameters()).device
-        for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start : start + batch_size])
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            chunk = [prompts[i] for i in rows]
             batch = tokenizer(chunk, return_tensors="pt", padding=True).to(device)
             with torch.no_grad():
                 generated = model.generate(
@@ -38,7 +42,8 @@ def greedy_complete(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_n
                     eos_token_id=tokenizer.eos_token_id,
                 )
             new_tokens = generated[:, batch["input_ids"].shape[1] :]
-            outputs.extend(t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+            for i, text in zip(rows, tokenizer.batch_decode(new_tokens, skip_special_tokens=True)):
+                outputs[i] = text.strip()
     finally:
         tokenizer.padding_side = previous_side
         if was_training:

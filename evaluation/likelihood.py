@@ -17,13 +17,14 @@ from evaluation.mia import TokenStats
 
 
 def completion_stats(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], *,
-                     batch_size: int = 16, max_length: int = 512) -> list[TokenStats]:
+                     batch_size: int = 16, max_length: int = 512, distribution: bool = True) -> list[TokenStats]:
     """:class:`TokenStats` of each ``completion`` given its ``prompt``.
 
     The prompt is tokenised with the tokenizer's special tokens (BOS), the completion without, and
     the two are concatenated, so the scored tokens are exactly the completion's. An empty prompt
     scores the whole text after BOS (membership inference on plain texts). Sequences longer than
-    ``max_length`` keep their first ``max_length`` tokens.
+    ``max_length`` keep their first ``max_length`` tokens. ``distribution=False`` skips the mean and
+    deviation over the vocabulary (zeros then): a likelihood alone needs only the gathered tokens.
     """
     import torch
 
@@ -33,11 +34,14 @@ def completion_stats(model: Any, tokenizer: Any, prompts: Sequence[str], complet
     model.eval()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
-    out: list[TokenStats] = []
+    # Texts of similar length share a batch (less padding); results go back in the callers' order.
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(completions[i]))
+    out: list[TokenStats | None] = [None] * len(prompts)
     try:
-        for start in range(0, len(prompts), batch_size):
+        for start in range(0, len(order), batch_size):
+            batch_rows = order[start : start + batch_size]
             rows = []
-            for prompt, completion in zip(prompts[start : start + batch_size], completions[start : start + batch_size]):
+            for prompt, completion in ((prompts[i], completions[i]) for i in batch_rows):
                 head = tokenizer(prompt, add_special_tokens=True)["input_ids"] if prompt else []
                 if not head and tokenizer.bos_token_id is not None:
                     head = [tokenizer.bos_token_id]
@@ -55,23 +59,27 @@ def completion_stats(model: Any, tokenizer: Any, prompts: Sequence[str], complet
                 logp = torch.log_softmax(logits[:, :-1], dim=-1)  # [B, T-1, V]: predicts token t+1
                 targets = input_ids[:, 1:].to(device)
                 token_lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [B, T-1]
-                probs = logp.exp()
-                mu = (probs * logp).sum(-1)  # E_z log p(z)
-                second = (probs * logp.pow(2)).sum(-1)
-                sigma = (second - mu.pow(2)).clamp_min(0).sqrt()
+                if distribution:
+                    probs = logp.exp()
+                    mu = (probs * logp).sum(-1)  # E_z log p(z)
+                    second = (probs * logp.pow(2)).sum(-1)
+                    sigma = (second - mu.pow(2)).clamp_min(0).sqrt()
+                else:
+                    mu = sigma = torch.zeros_like(token_lp)
             token_lp, mu, sigma = token_lp.cpu().numpy(), mu.cpu().numpy(), sigma.cpu().numpy()
             for i, (ids, head_len) in enumerate(rows):
                 # completion token k sits at position head_len + k; it is predicted from position - 1
                 lo, hi = max(head_len - 1, 0), len(ids) - 1
-                out.append(TokenStats(token_lp[i, lo:hi].astype(np.float64), mu[i, lo:hi].astype(np.float64),
-                                      sigma[i, lo:hi].astype(np.float64)))
+                out[batch_rows[i]] = TokenStats(token_lp[i, lo:hi].astype(np.float64), mu[i, lo:hi].astype(np.float64),
+                                                sigma[i, lo:hi].astype(np.float64))
     finally:
         if was_training:
             model.train()
-    return out
+    return [s for s in out if s is not None]
 
 
 def mean_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
                   **kwargs: Any) -> list[float]:
     """Length-normalised log-likelihood ``(1/|c|) sum_t log p(c_t | prompt, c_<t)`` of each completion."""
-    return [s.mean_logprob for s in completion_stats(model, tokenizer, prompts, completions, **kwargs)]
+    return [s.mean_logprob for s in completion_stats(model, tokenizer, prompts, completions, distribution=False,
+                                                     **kwargs)]

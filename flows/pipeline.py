@@ -87,7 +87,7 @@ def _dump(section: Any) -> dict[str, Any]:
     return section.model_dump(mode="json")
 
 
-@flow(name="lune-pipeline", log_prints=True)
+@flow(name="lune-pipeline")
 def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
              run_id: str | None = None) -> dict[str, Any]:
     """Run (or resume) every stage of ``config`` on the store ``db``.
@@ -154,7 +154,10 @@ def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
             return {"run_id": outcome.run_id, "out_dir": str(outcome.out_dir), "report_files": outcome.report_files,
                     "headline": outcome.headline, "notes": outcome.notes}
 
-        evaluated = stage("evaluate", evaluate, config=_dump(config.evaluate))
+        # Another method list is another evaluation (the same pipeline run otherwise: a comparison
+        # after `lune run` reuses its taught models and its LUNE adapter).
+        compared = "" if methods == [config.unlearn.method] else "+".join(methods)
+        evaluated = stage("evaluate", evaluate, label=compared, config=_dump(config.evaluate))
     except BaseException as err:
         with Store.open(db) as store:
             store.finish_run(pid, status="failed", error=f"{type(err).__name__}: {err}"[:2000])

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from lune.config_base import ConfigModel
+from unlearn.precision import Autocast
 
 METHOD_NAMES = ("lune", "grad_ascent", "grad_diff", "npo", "idk", "full_ft")
 
@@ -63,6 +64,8 @@ class TeachConfig(ConfigModel):
     # of a weight): with lr 1e-5 on a 7B model most of them. float32 where memory allows.
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
         None, description="weights dtype while teaching (default: float32 on CPU, bfloat16 on GPU)")
+    autocast: Autocast = Field("auto", description="bfloat16 autocast of the training steps over float32 weights "
+                               "(auto: on CPUs with native bfloat16, see unlearn/precision.py)")
     check_recall: bool = Field(True, description="measure key-span recall on the taught facts after training")
 
 
@@ -118,6 +121,8 @@ class UnlearnConfig(ConfigModel):
     device: str | None = Field(None, description="torch device (default: cuda when available, else cpu)")
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
         None, description="weights dtype (default: float32 on CPU, bfloat16 on GPU)")
+    autocast: Autocast = Field("auto", description="bfloat16 autocast of the training steps over float32 weights "
+                               "(auto: on CPUs with native bfloat16, see unlearn/precision.py)")
 
     @model_validator(mode="after")
     def _known_method(self) -> UnlearnConfig:

@@ -33,6 +33,7 @@ from unlearn.config import TeachConfig
 from unlearn.examples import collate, encode, epoch_batches, pad_id_of
 from unlearn.manifest import model_fingerprint, write_manifest
 from unlearn.measure import RunMeter, parameter_counts
+from unlearn.precision import autocast, resolve_autocast
 
 DONE = "teach.json"
 FACT_COLUMNS = ("fact_id", "question", "answer", "key_span", "split")
@@ -175,6 +176,7 @@ def train_on_facts(base: str | Path, facts: Sequence[Mapping[str, Any]], out_dir
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype,
                                                  trust_remote_code=config.trust_remote_code).to(device)
     pad_id = pad_id_of(tokenizer)
+    amp = resolve_autocast(config.autocast, device, dtype)
     examples = [encode(tokenizer, f["question"], f["answer"], max_length=config.max_length, score_prompt=True)
                 for f in facts]
     rng = random.Random(config.seed)
@@ -194,11 +196,13 @@ def train_on_facts(base: str | Path, facts: Sequence[Mapping[str, Any]], out_dir
     try:
         for _ in range(epochs):
             running = 0.0
-            for chunk in epoch_batches(examples, config.batch_size, rng):
+            # Facts are of similar lengths: grouping them saved 4 % and cost recall (0.996 -> 0.981).
+            for chunk in epoch_batches(examples, config.batch_size, rng, group_by_length=False):
                 t0, c0 = time.perf_counter(), time.process_time()
                 batch = collate(chunk, pad_id, device)
-                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            labels=batch["labels"])
+                with autocast(device, amp):
+                    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                labels=batch["labels"])
                 out.loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -220,6 +224,7 @@ def train_on_facts(base: str | Path, facts: Sequence[Mapping[str, Any]], out_dir
     model.save_pretrained(str(partial), safe_serialization=True)
     tokenizer.save_pretrained(str(partial))
     metrics: dict[str, Any] = {"epochs": epochs, "epoch_loss": epoch_losses, "facts": len(facts),
+                               "autocast": str(amp).replace("torch.", "") if amp else None,
                                "trainable_params": trainable, "total_params": total, **resources}
     if config.check_recall:
         metrics.update(recall_by_split(model, tokenizer, facts))

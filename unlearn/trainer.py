@@ -31,6 +31,7 @@ from unlearn.examples import Example, collate, encode, endless_batches, pad_id_o
 from unlearn.inputs import UnlearnData
 from unlearn.lora import attach_lora, enable_gradient_checkpointing, restore_state, trainable_state
 from unlearn.measure import RunMeter, parameter_counts
+from unlearn.precision import autocast, resolve_autocast
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class UnlearnTrainer:
         self.progress = progress
         self.pad_id = pad_id_of(tokenizer)
         self.device = next(model.parameters()).device
+        # bfloat16 autocast of the training passes only (the checks' greedy answers stay in the weights' dtype)
+        self.amp = resolve_autocast(config.autocast, self.device, next(model.parameters()).dtype)
         torch.manual_seed(config.seed)
         if self.uses_lora:
             model = attach_lora(model, config.lora, seed=config.seed)
@@ -138,8 +141,10 @@ class UnlearnTrainer:
             torch.cuda.synchronize()  # step times must include the GPU work
         return float(loss.detach())
 
-    def forward(self, batch: dict[str, Any]) -> Any:
-        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    def forward(self, batch: dict[str, Any], model: Any = None) -> Any:
+        """Logits of ``model`` (default: the one being trained) on a training batch."""
+        with autocast(self.device, self.amp):
+            return (model or self.model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
     def frozen_forward(self, batch: dict[str, Any]) -> Any:
         """Logits of the frozen model (the adapter disabled; ``full_ft``: a frozen copy), no grad."""
@@ -151,7 +156,7 @@ class UnlearnTrainer:
                     return self.forward(batch)
             if self.reference is None:
                 raise RuntimeError("no reference model prepared")
-            return self.reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            return self.forward(batch, self.reference)
 
     def anchor_loss(self, retain_batch: dict[str, Any]) -> Any:
         if self.config.retain_anchor == "nll":
@@ -250,7 +255,7 @@ class UnlearnTrainer:
         reason = reason or EarlyStopping.MAX_STEPS
         if stopper.best is not stopper.latest:
             restore_state(self.model, best_state)
-        resources = meter.stop()
+        resources = {**meter.stop(), "autocast": str(self.amp).replace("torch.", "") if self.amp else None}
         return TrainOutcome(
             method=self.name, stop_reason=reason, kept=stopper.best.as_dict(), history=stopper.summary(),
             resources=resources, trainable_params=trainable, total_params=total, examples=len(examples),
