@@ -60,3 +60,27 @@ def test_broken_yaml_names_the_line(tmp_path: Path) -> None:
 def test_configuration_reference_is_current() -> None:
     documented = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
     assert documented == reference_markdown(), "regenerate: python -m lune.config_reference > docs/configuration.md"
+
+
+def test_per_method_settings_apply_to_their_method_only() -> None:
+    unlearn = load_config().unlearn
+    assert unlearn.for_method().learning_rate == unlearn.learning_rate  # lune: the shared settings
+    npo = unlearn.for_method("npo")
+    assert npo.method == "npo" and npo.learning_rate == unlearn.per_method["npo"]["learning_rate"] != unlearn.learning_rate
+    assert npo.retain_anchor == unlearn.retain_anchor  # what per_method does not name is shared
+
+
+@pytest.mark.parametrize(("override", "named"), [
+    ({"nope": {}}, "unknown method 'nope'"),
+    ({"npo": {"learning_rate": -1}}, "per_method.npo: learning_rate"),
+    ({"npo": {"lr": 1e-4}}, "per_method.npo: lr"),
+    ({"idk": {"method": "npo"}}, "per_method.idk: method cannot be set"),
+])
+def test_a_bad_per_method_setting_fails_when_the_config_is_read(tmp_path: Path, override: dict, named: str) -> None:
+    import yaml
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"unlearn": {"per_method": override}}), encoding="utf-8")
+    with pytest.raises(LuneError, match="unlearn") as err:
+        load_config(path)
+    assert named in str(err.value) and str(path) in str(err.value)

@@ -93,7 +93,7 @@ def unlearn(model: str | Path, data: UnlearnData | str | Path | Mapping[str, Seq
     ``UnlearnData`` carries its own, and ``retain`` is not used then);
     ``store``: an open ``data.store.Store`` to record the run in (kind ``unlearn``).
     """
-    config = config or UnlearnConfig()
+    config = (config or UnlearnConfig()).for_method()  # the method's own settings (per_method) apply
     if not isinstance(data, UnlearnData):
         data = build_data(data, retain, set_id=set_id)
     out = Path(out_dir)
