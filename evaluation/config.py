@@ -18,7 +18,8 @@ class EvaluateConfig(ConfigModel):
     retain_model: str | None = Field(None, description="model taught without the forget facts (TOFU forget quality); "
                                      "default: none, and forget quality is not measured")
     max_new_tokens: int = Field(48, ge=1, le=1024, description="longest generated answer, in tokens (greedy)")
-    batch_size: int = Field(32, ge=1, description="prompts per generation / scoring batch")
+    batch_size: int = Field(64, ge=1, description="prompts per generation / scoring batch (membership "
+                            "inference: half, it keeps the whole next-token distribution)")
     max_per_set: int | None = Field(500, ge=1, description="cap on the probes of each set (a fixed pseudo-random "
                                     "subset, the same for every model); null for all")
     long_span_tokens: int = Field(8, ge=1, description="a key span longer than this (normalised tokens) is judged "

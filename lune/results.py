@@ -64,7 +64,10 @@ def write_results(summary: dict[str, Any]) -> Path:
 def results_table(summary: dict[str, Any]) -> str:
     """One row per metric, one column per model (base first, then each method)."""
     metrics = results_document(summary)["metrics"]
-    labels = [label for label in metrics if label != "retain_model"]
+    # base, then the methods in the order asked (the store returns them sorted by label)
+    ordered = ["base", *summary["methods"]]
+    labels = [label for label in ordered if label in metrics]
+    labels += [label for label in metrics if label not in ordered and label != "retain_model"]
     lines: list[tuple[Any, ...]] = []
     for title, probe_set, metric, transform in ROWS:
         key = f"{probe_set}/{metric}"

@@ -43,3 +43,14 @@ def test_results_json_sits_beside_the_report(tmp_path: Path) -> None:
     document = json.loads(path.read_text(encoding="utf-8"))
     assert document["metrics"]["lune"]["forget/usr"] == 0.925
     assert document["models"] == {"base": "m", "retain_model": "r", "lune": "a"}
+
+
+def test_methods_appear_in_the_order_asked(tmp_path: Path) -> None:
+    summary = summary_with_report(tmp_path)
+    report = Path(summary["evaluation"]["report_files"]["report_json"])
+    document = json.loads(report.read_text(encoding="utf-8"))
+    document["metrics"] += [{"model_label": label, "method": label, "probe_set": "forget", "metric": "usr",
+                             "value": 0.5, "n": 40} for label in ("idk", "grad_ascent")]
+    report.write_text(json.dumps(document), encoding="utf-8")
+    summary["methods"] = ["lune", "grad_ascent", "idk"]
+    assert results_table(summary).splitlines()[0].split() == ["metric", "base", "lune", "grad_ascent", "idk"]
