@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from types import ModuleType
 
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     # Quiet, offline defaults for the libraries lune drives; a user's own settings win.
     for key, value in {
@@ -91,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     }.items():
         os.environ.setdefault(key, value)
     args = build_parser().parse_args(argv)
+    # SIGTERM (a scheduler, `kill`, a container stopping) ends the process the way Ctrl-C does: the
+    # running stage is marked failed in `runs`, and Prefect's temporary server, a child process that
+    # is stopped at interpreter exit, does not outlive us (with the default handler it did).
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return int(args._run(args) or 0)
     except LuneError as err:

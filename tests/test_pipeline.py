@@ -120,3 +120,36 @@ def test_lune_run_resumes_after_a_kill_during_unlearning(tmp_path: Path) -> None
     replay = finish(lune(["run", str(config), "--db", str(killed_db)], tmp_path))
     assert "[evaluate] already completed" in replay
     assert "USR" in replay and "report:" in replay
+
+
+def test_sigterm_stops_the_run_and_its_prefect_server(tmp_path: Path) -> None:
+    """`kill` (SIGTERM) on `lune run`: the process ends like on Ctrl-C, the running stage is marked
+    failed, and nothing of its process group (Prefect's temporary server) is left behind."""
+    from data.store import Store
+
+    config = write_config(tmp_path)
+    db = tmp_path / "lune.duckdb"
+    proc = lune(["run", str(config), "--db", str(db)], tmp_path, start_new_session=True)
+    seen = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if "[teach] started" in line:
+            time.sleep(2)
+            proc.send_signal(signal.SIGTERM)  # the lune process only, as `kill PID` does
+            break
+    proc.wait(timeout=120)
+    time.sleep(2)  # the server's own shutdown
+    try:
+        os.killpg(proc.pid, 0)
+        left_behind = True
+        os.killpg(proc.pid, signal.SIGKILL)  # so that reading the pipe below ends
+    except ProcessLookupError:
+        left_behind = False
+    output = "".join(seen + proc.stdout.readlines())
+    assert not left_behind, "a process of the group (Prefect's server) outlived `lune run`"
+    assert proc.returncode == 130, output[-3000:]
+    assert "interrupted; what was stored so far is kept" in output
+    with Store(db, read_only=True) as store:
+        teach = store.query("SELECT status FROM runs WHERE kind = 'teach'")
+    assert [row["status"] for row in teach] == ["failed"]
