@@ -308,3 +308,19 @@ def render_run(store: Store, run_id: str, out_dir: str | Path, *, plots: bool = 
     data["plots"] = {k: Path(v).name for k, v in files.items()}
     (out / "report.json").write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     return {"report_md": str(out / "report.md"), "report_json": str(out / "report.json"), **files}
+
+
+def rendered_report(store: Store, run_id: str, out_dir: str | Path, report_files: dict[str, str], *,
+                    plots: bool = True) -> dict[str, str]:
+    """The report files of the stored run ``run_id`` in ``out_dir``: ``report_files`` where they are
+    there and hold that run, else rendered again from the store (no model is loaded).
+
+    A replayed pipeline run hands back the report paths of its evaluation, but the folder may since
+    have been deleted, or rewritten by another run writing into it (another config with the same
+    ``workdir``)."""
+    report_json = Path(report_files.get("report_json") or Path(out_dir) / "report.json")
+    try:
+        current = json.loads(report_json.read_text(encoding="utf-8")).get("run_id") == run_id
+    except (OSError, ValueError):
+        current = False
+    return report_files if current else render_run(store, run_id, out_dir, plots=plots)

@@ -40,22 +40,27 @@ def stage_run_id(pipeline_id: str, stage: str, label: str = "") -> str:
 
 
 class StageRunner:
-    """Runs each stage once per pipeline run: a completed stage hands back its stored outputs."""
+    """Runs each stage once per pipeline run: a completed stage hands back its stored outputs.
+
+    ``timings`` holds each stage's wall time, for a reused stage the time it took when it ran;
+    ``reused`` names the stages this invocation did not run again."""
 
     def __init__(self, db: str, pipeline_id: str, say: Callable[[str], None]):
         self.db, self.pipeline_id, self.say = db, pipeline_id, say
         self.timings: dict[str, float] = {}
+        self.reused: list[str] = []
 
     def __call__(self, stage: str, work: Callable[[str], dict[str, Any]], *, label: str = "",
                  config: dict[str, Any] | None = None) -> dict[str, Any]:
         name = f"{stage}:{label}" if label else stage
         run_id = stage_run_id(self.pipeline_id, stage, label)
         with Store.open(self.db) as store:
-            done = pipeline_queries.completed_outputs(store, run_id)
+            done = pipeline_queries.completed_stage(store, run_id)
             if done is not None:
                 self.say(f"[{name}] already completed in this pipeline run; reusing its outputs")
-                self.timings[name] = 0.0
-                return done
+                self.timings[name] = done.seconds or 0.0
+                self.reused.append(name)
+                return done.outputs
             store.start_run(stage, config or {}, run_id=run_id, parent_run_id=self.pipeline_id)
         self.say(f"[{name}] started")
         started = time.perf_counter()
@@ -69,9 +74,15 @@ class StageRunner:
         self.timings[name] = time.perf_counter() - started
         outputs = json.loads(json.dumps(outputs, default=str))  # what is stored is what a resume gets back
         with Store.open(self.db) as store:
-            pipeline_queries.record_outputs(store, run_id, outputs)
+            pipeline_queries.record_outputs(store, run_id, outputs, self.timings[name])
         self.say(f"[{name}] done in {self.timings[name]:.1f} s")
         return outputs
+
+
+def report_dir(workdir: Path, methods: list[str], config_method: str) -> Path:
+    """Where a pipeline run's report goes: ``report/`` for the config's own method, and one folder
+    per comparison (``report-lune+npo/``), so that neither overwrites the other."""
+    return workdir / ("report" if methods == [config_method] else f"report-{'+'.join(methods)}")
 
 
 def announce(message: str) -> None:
@@ -97,6 +108,7 @@ def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
     headline metrics per model, and the wall time of each stage.
     """
     from data.export import export_set
+    from evaluation.report import rendered_report
     from flows.curate import curate_set
     from flows.evaluate import evaluate_flow
     from flows.generate import build_negatives
@@ -149,8 +161,8 @@ def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
 
         def evaluate(rid: str) -> dict[str, Any]:
             outcome = evaluate_flow(db, model_dir, adapters, retain_model=retain_dir, set_name=set_id,
-                                    out_dir=str(workdir / "report"), run_id=rid, parent_run_id=pid,
-                                    config=_dump(config.evaluate))
+                                    out_dir=str(report_dir(workdir, methods, config.unlearn.method)), run_id=rid,
+                                    parent_run_id=pid, config=_dump(config.evaluate))
             return {"run_id": outcome.run_id, "out_dir": str(outcome.out_dir), "report_files": outcome.report_files,
                     "headline": outcome.headline, "notes": outcome.notes}
 
@@ -158,13 +170,17 @@ def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
         # after `lune run` reuses its taught models and its LUNE adapter).
         compared = "" if methods == [config.unlearn.method] else "+".join(methods)
         evaluated = stage("evaluate", evaluate, label=compared, config=_dump(config.evaluate))
+        with Store.open(db) as store:  # a replay shows its own evaluation, whatever happened to the folder since
+            evaluated["report_files"] = rendered_report(store, evaluated["run_id"], evaluated["out_dir"],
+                                                        evaluated["report_files"], plots=config.evaluate.plots)
     except BaseException as err:
         with Store.open(db) as store:
             store.finish_run(pid, status="failed", error=f"{type(err).__name__}: {err}"[:2000])
         raise
     summary = {"pipeline_run_id": pid, "set_id": set_id, "model_dir": model_dir, "retain_model_dir": retain_dir,
                "adapters": adapters, "methods": methods, "evaluation": evaluated,
-               "stage_seconds": stage.timings, "wall_seconds": time.perf_counter() - started}
+               "stage_seconds": stage.timings, "reused_stages": stage.reused,
+               "wall_seconds": time.perf_counter() - started}
     with Store.open(db) as store:
         store.finish_run(pid, metrics={"stage_seconds": stage.timings}, artefacts=summary)
     return summary

@@ -83,5 +83,10 @@ def results_table(summary: dict[str, Any]) -> str:
     families = sorted({k.split("/")[0] for label in labels for k in metrics[label] if k.startswith("attack:")})
     for family in families:
         lines.append((f"  APR, {family.split(':', 1)[1]}", *[fmt(metrics[label].get(f"{family}/apr")) for label in labels]))
-    lines.append(("wall time of the run (s)", f"{summary['wall_seconds']:.0f}", *["" for _ in labels[1:]]))
+    blank = ["" for _ in labels[1:]]
+    lines.append(("wall time of the run (s)", f"{summary['wall_seconds']:.0f}", *blank))
+    reused = summary.get("reused_stages") or []
+    if reused:  # a resumed or replayed run: say what was not redone, and what it had cost
+        spent = sum(summary["stage_seconds"].get(name, 0.0) for name in reused)
+        lines.append((f"  {len(reused)} stages reused, had taken (s)", f"{spent:.0f}", *blank))
     return format_table(["metric", *labels], lines, width=48)

@@ -26,8 +26,12 @@ def default_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return cwd, output
 
 
-def results(cwd: Path) -> dict:
-    return json.loads((cwd / "runs" / "default" / "report" / "results.json").read_text(encoding="utf-8"))
+def results(cwd: Path, folder: str = "report") -> dict:
+    return json.loads((cwd / "runs" / "default" / folder / "results.json").read_text(encoding="utf-8"))
+
+
+def table_columns(output: str) -> list[str]:
+    return output[output.index("\nmetric "):].splitlines()[1].split()
 
 
 def test_the_embedded_default_runs_every_stage_and_prints_the_table(default_run: tuple[Path, str]) -> None:
@@ -35,7 +39,7 @@ def test_the_embedded_default_runs_every_stage_and_prints_the_table(default_run:
     for stage in STAGES:
         assert f"lune: [{stage}] done in" in output, stage
     table = output[output.index("\nmetric "):]
-    assert table.splitlines()[1].split() == ["metric", "base", "lune"]
+    assert table_columns(output) == ["metric", "base", "lune"]
     for row in ("USR: unlearning success rate", "GUR: general utility retention", "MIA AUC (loss)",
                 "TOFU truth ratio (forget)", "TOFU forget quality (KS p-value)", "APR on attacks (all families)"):
         assert row in table, row
@@ -62,11 +66,19 @@ def test_a_comparison_reuses_the_run_and_evaluates_every_method(default_run: tup
     assert "lune: [unlearn:idk] done in" in output
     assert "lune: [evaluate:lune+idk] done in" in output  # not the single-method evaluation of the first run
 
-    document = results(cwd)
+    assert "results: " + str(cwd / "runs" / "default" / "report-lune+idk" / "results.json") in output
+    document = results(cwd, "report-lune+idk")
     assert document["methods"] == ["lune", "idk"]
-    assert output[output.index("\nmetric "):].splitlines()[1].split() == ["metric", "base", "lune", "idk"]
+    assert table_columns(output) == ["metric", "base", "lune", "idk"]
     # The same adapter, evaluated again on the same probes: the same numbers.
     assert document["metrics"]["lune"]["forget/usr"] == lune_before["forget/usr"]
     # idk ran with its own settings from the config's per_method section.
     manifest = json.loads((cwd / "runs" / "default" / "unlearned" / "idk" / "manifest.json").read_text("utf-8"))
     assert manifest["method"] == "idk" and manifest["config"]["learning_rate"] == 3.0e-4
+
+    # The first run's report is still its own, and replaying that run shows it, not the comparison.
+    assert results(cwd)["methods"] == ["lune"] and set(results(cwd)["metrics"]) - {"retain_model"} == {"base", "lune"}
+    replay = finish(lune(["run", "--db", str(cwd / "lune.duckdb")], cwd), timeout=600)
+    assert "lune: [evaluate] already completed" in replay
+    assert table_columns(replay) == ["metric", "base", "lune"]
+    assert "8 stages reused, had taken (s)" in replay

@@ -17,7 +17,7 @@ from evaluation.config import EvaluateConfig
 from evaluation.evaluate import ModelOutputs, TruthLikelihoods, compute_results, resolve_set_id, store_results
 from evaluation.models import ModelSpec, model_specs
 from evaluation.probes import EvalProbe, MiaText, ProbeSuite, TruthItem, load_probe_suite
-from evaluation.report import headline, render_run
+from evaluation.report import headline, render_run, rendered_report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -230,6 +230,28 @@ def test_store_views_and_report(db_path: Path, tmp_path: Path, computed: tuple[l
     assert "| lune | 1.000 | 0.333 | 0.750 |" in markdown  # USR, APR, GUR in the headline row
     assert "prefix_injection" in markdown and "a note" in markdown and "![mia_scores](mia_scores.png)" in markdown
 
+
+
+def test_a_report_overwritten_by_another_run_is_rendered_again(db_path: Path, tmp_path: Path,
+                                                                 computed: tuple[list[dict], list[dict]]) -> None:
+    """A replayed pipeline run asks for its report; another run has written into the folder since."""
+    results, items = computed
+    with Store(db_path) as store:
+        for run_id in ("run1", "run2"):
+            store.start_run("evaluate", {}, run_id=run_id)
+            store_results(store, [{**r, "run_id": run_id} for r in results if run_id == "run1" or r["model_label"] == "base"],
+                          [{**i, "run_id": run_id, "item_id": f"{run_id}-{i['item_id']}"} for i in items])
+            store.finish_run(run_id)
+        folder = tmp_path / "report"
+        first = render_run(store, "run1", folder, plots=False)
+        assert rendered_report(store, "run1", folder, first, plots=False) == first  # current: left as it is
+        render_run(store, "run2", folder, plots=False)  # the other run (base only) writes into the same folder
+        again = rendered_report(store, "run1", folder, first, plots=False)
+        report = json.loads(Path(again["report_json"]).read_text())
+        assert report["run_id"] == "run1" and "lune" in report["headline"]
+        Path(again["report_json"]).unlink()  # deleted since: rendered again too
+        assert json.loads(Path(rendered_report(store, "run1", folder, first, plots=False)["report_json"]).read_text())[
+            "run_id"] == "run1"
 
 # -- likelihoods, model specs, the CLI's arguments ---------------------------------------------
 

@@ -54,3 +54,14 @@ def test_methods_appear_in_the_order_asked(tmp_path: Path) -> None:
     report.write_text(json.dumps(document), encoding="utf-8")
     summary["methods"] = ["lune", "grad_ascent", "idk"]
     assert results_table(summary).splitlines()[0].split() == ["metric", "base", "lune", "grad_ascent", "idk"]
+
+
+def test_a_resumed_run_says_what_it_reused_and_what_that_had_cost(tmp_path: Path) -> None:
+    summary = summary_with_report(tmp_path)
+    summary["stage_seconds"] = {"ingest": 1.5, "teach": 90.0, "unlearn:lune": 0.0, "evaluate": 30.0}
+    summary["reused_stages"] = ["ingest", "teach"]
+    lines = results_table(summary).splitlines()
+    assert next(line for line in lines if line.startswith("wall time of the run")).split()[-1] == "12"
+    assert next(line for line in lines if "2 stages reused, had taken (s)" in line).split()[-1] == "92"
+    fresh = summary_with_report(tmp_path)
+    assert "reused" not in results_table(fresh)
