@@ -12,7 +12,7 @@ demo: setup
 	@$(RUN)lune run
 
 test: setup
-	@$(RUN)python -m pytest -q --timeout=900 $(PYTEST_ARGS)
+	@$(RUN)python -m pytest -q --timeout=900 --durations=15 $(PYTEST_ARGS)
 
 test-fast: setup
 	@$(RUN)python -m pytest -q -m "not slow" $(PYTEST_ARGS)
