@@ -318,9 +318,8 @@ def rendered_report(store: Store, run_id: str, out_dir: str | Path, report_files
     A replayed pipeline run hands back the report paths of its evaluation, but the folder may since
     have been deleted, or rewritten by another run writing into it (another config with the same
     ``workdir``)."""
-    report_json = Path(report_files.get("report_json") or Path(out_dir) / "report.json")
     try:
-        current = json.loads(report_json.read_text(encoding="utf-8")).get("run_id") == run_id
+        current = json.loads((Path(out_dir) / "report.json").read_text(encoding="utf-8")).get("run_id") == run_id
     except (OSError, ValueError):
         current = False
     return report_files if current else render_run(store, run_id, out_dir, plots=plots)

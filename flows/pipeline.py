@@ -79,12 +79,6 @@ class StageRunner:
         return outputs
 
 
-def report_dir(workdir: Path, methods: list[str], config_method: str) -> Path:
-    """Where a pipeline run's report goes: ``report/`` for the config's own method, and one folder
-    per comparison (``report-lune+npo/``), so that neither overwrites the other."""
-    return workdir / ("report" if methods == [config_method] else f"report-{'+'.join(methods)}")
-
-
 def announce(message: str) -> None:
     """Stage progress on stderr, whatever Prefect's log level (a user and a supervising script both
     read it: `[unlearn:lune] started`, `[teach] already completed ...`)."""
@@ -159,20 +153,25 @@ def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
                 parent_run_id=pid), label=method, config=settings)
             adapters[method] = out.get("adapter_dir") or out["out_dir"]
 
+        # Another method list is another evaluation (the same pipeline run otherwise: a comparison
+        # after `lune run` reuses its taught models and its LUNE adapter), with its own report folder
+        # (`report-lune+npo/`), so that neither overwrites the other.
+        compared = "" if methods == [config.unlearn.method] else "+".join(methods)
+        report_dir = workdir / (f"report-{compared}" if compared else "report")
+
         def evaluate(rid: str) -> dict[str, Any]:
             outcome = evaluate_flow(db, model_dir, adapters, retain_model=retain_dir, set_name=set_id,
-                                    out_dir=str(report_dir(workdir, methods, config.unlearn.method)), run_id=rid,
-                                    parent_run_id=pid, config=_dump(config.evaluate))
+                                    out_dir=str(report_dir), run_id=rid, parent_run_id=pid,
+                                    config=_dump(config.evaluate))
             return {"run_id": outcome.run_id, "out_dir": str(outcome.out_dir), "report_files": outcome.report_files,
                     "headline": outcome.headline, "notes": outcome.notes}
 
-        # Another method list is another evaluation (the same pipeline run otherwise: a comparison
-        # after `lune run` reuses its taught models and its LUNE adapter).
-        compared = "" if methods == [config.unlearn.method] else "+".join(methods)
         evaluated = stage("evaluate", evaluate, label=compared, config=_dump(config.evaluate))
-        with Store.open(db) as store:  # a replay shows its own evaluation, whatever happened to the folder since
-            evaluated["report_files"] = rendered_report(store, evaluated["run_id"], evaluated["out_dir"],
-                                                        evaluated["report_files"], plots=config.evaluate.plots)
+        if stage.reused and stage.reused[-1].startswith("evaluate"):
+            # A replay shows its own evaluation, whatever happened to the folder since it ran.
+            with Store.open(db) as store:
+                evaluated["report_files"] = rendered_report(store, evaluated["run_id"], evaluated["out_dir"],
+                                                            evaluated["report_files"], plots=config.evaluate.plots)
     except BaseException as err:
         with Store.open(db) as store:
             store.finish_run(pid, status="failed", error=f"{type(err).__name__}: {err}"[:2000])

@@ -231,7 +231,6 @@ def test_store_views_and_report(db_path: Path, tmp_path: Path, computed: tuple[l
     assert "prefix_injection" in markdown and "a note" in markdown and "![mia_scores](mia_scores.png)" in markdown
 
 
-
 def test_a_report_overwritten_by_another_run_is_rendered_again(db_path: Path, tmp_path: Path,
                                                                  computed: tuple[list[dict], list[dict]]) -> None:
     """A replayed pipeline run asks for its report; another run has written into the folder since."""
@@ -252,6 +251,7 @@ def test_a_report_overwritten_by_another_run_is_rendered_again(db_path: Path, tm
         Path(again["report_json"]).unlink()  # deleted since: rendered again too
         assert json.loads(Path(rendered_report(store, "run1", folder, first, plots=False)["report_json"]).read_text())[
             "run_id"] == "run1"
+
 
 # -- likelihoods, model specs, the CLI's arguments ---------------------------------------------
 
