@@ -34,8 +34,8 @@ SAMPLE = REPO / "data" / "sample" / "tofu"
 
 def sample_facts(copies: int = 1) -> list[dict]:
     """The shipped TOFU sample's facts (key spans derived as ingest does), replicated ``copies`` times."""
-    from data.key_span import key_span_for
-    from data.records import fact_id
+    from lune.data.key_span import key_span_for
+    from lune.data.records import fact_id
 
     base = []
     for stem, split in (("forget01", "forget"), ("retain99", "retain"), ("world_facts", "utility"),
@@ -51,9 +51,9 @@ def sample_facts(copies: int = 1) -> list[dict]:
 
 
 def bench_rules(n_facts: int) -> dict:
-    from generators.backends import RulesGenerator
-    from generators.generate import GenerationSettings, run_backend
-    from generators.rules.spans import SpanBank
+    from lune.generators.backends import RulesGenerator
+    from lune.generators.generate import GenerationSettings, run_backend
+    from lune.generators.rules.spans import SpanBank
 
     base = sample_facts()
     facts = sample_facts(max(1, -(-n_facts // len(base))))[:n_facts]
@@ -69,9 +69,9 @@ def bench_rules(n_facts: int) -> dict:
 
 
 def bench_rules_flow(n_facts: int) -> dict:
-    from data.records import Fact
-    from data.store import Store
-    from flows.generate import build_negatives
+    from lune.data.records import Fact
+    from lune.data.store import Store
+    from lune.flows.generate import build_negatives
 
     facts = sample_facts(max(1, -(-n_facts // 261)))[:n_facts]
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,8 +91,8 @@ def bench_rules_flow(n_facts: int) -> dict:
 
 def bench_engine(engine: str, model_dir: str, n_prompts: int) -> dict:
     """Runs in its own process (see main)."""
-    from generators.generate import GenerationSettings, build_requests
-    from generators.strategies import strategies_for
+    from lune.generators.generate import GenerationSettings, build_requests
+    from lune.generators.strategies import strategies_for
 
     facts = sample_facts()[:n_prompts]
     settings = GenerationSettings(kinds=("negative",), n=4, temperature=1.0, top_p=1.0, max_tokens=32,
@@ -100,11 +100,11 @@ def bench_engine(engine: str, model_dir: str, n_prompts: int) -> dict:
     requests = [r for r in build_requests(facts, strategies_for(settings.kinds), settings)]
     requests = [type(r)(**{**r.__dict__, "stop": []}) for r in requests]  # full length: measure decoding
     if engine == "vllm":
-        from generators.backends import VLLMGenerator
+        from lune.generators.backends import VLLMGenerator
 
         gen = VLLMGenerator(model_dir)
     else:
-        from generators.backends import TransformersGenerator
+        from lune.generators.backends import TransformersGenerator
 
         gen = TransformersGenerator(model_dir, batch_size=64)
     load = time.perf_counter()
@@ -131,7 +131,7 @@ def _threads() -> int:
 
 
 def tiny_model(cache: Path) -> str:
-    from unlearn.tiny_model import build_tiny_llama
+    from lune.unlearn.tiny_model import build_tiny_llama
 
     texts = []
     for path in sorted(SAMPLE.glob("*.json")):

@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="print the top of a cProfile of the ingest")
     args = parser.parse_args(argv)
 
-    from data.ingest import ingest
-    from data.store import Store
+    from lune.data.ingest import ingest
+    from lune.data.store import Store
 
     with tempfile.TemporaryDirectory(prefix="lune-bench-ingest-") as tmp:
         path = Path(tmp) / "facts.jsonl"

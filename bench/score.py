@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from data.ids import content_id  # noqa: E402
-from data.records import Fact  # noqa: E402
-from data.store import Store  # noqa: E402
+from lune.data.ids import content_id  # noqa: E402
+from lune.data.records import Fact  # noqa: E402
+from lune.data.store import Store  # noqa: E402
 
 TOFU = REPO.parent / "shared" / "data" / "tofu"
 
@@ -76,9 +76,9 @@ def cpu() -> float:
 
 
 def bench_embedding(n: int, batch_size: int, blocks: int) -> dict:
-    from generators.config import ScoreConfig
-    from generators.scorers import similarity
-    from generators.scorers.embedding import Embedder
+    from lune.generators.config import ScoreConfig
+    from lune.generators.scorers import similarity
+    from lune.generators.scorers.embedding import Embedder
 
     facts, candidates = synthetic_candidates(n)
     fact_of = {f["fact_id"]: f for f in facts}
@@ -129,11 +129,11 @@ def bench_embedding(n: int, batch_size: int, blocks: int) -> dict:
 def bench_curation(n: int, dim: int = 32) -> dict:
     import pyarrow as pa
 
-    from data.curation_queries import decide_verdicts
-    from data.ids import text_hash
-    from data.scoring_queries import store_vectors
-    from generators.config import CurateConfig, ScoreConfig
-    from generators.curation import curate
+    from lune.data.curation_queries import decide_verdicts
+    from lune.data.ids import text_hash
+    from lune.data.scoring_queries import store_vectors
+    from lune.generators.config import CurateConfig, ScoreConfig
+    from lune.generators.curation import curate
 
     per_fact = 10
     n_facts = n // per_fact
@@ -194,7 +194,7 @@ def bench_curation(n: int, dim: int = 32) -> dict:
 
 
 def bench_labelled() -> dict:
-    from generators.scorers.labelled_check import run_check
+    from lune.generators.scorers.labelled_check import run_check
 
     tmp = Path(tempfile.mkdtemp(prefix="lune-bench-labelled-"))
     w0 = time.perf_counter()

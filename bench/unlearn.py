@@ -62,9 +62,9 @@ def machine() -> str:
 
 def teach_sample(args: argparse.Namespace) -> Any:
     """The tiny Llama taught the whole sample (cached under --workdir after the first time)."""
-    from unlearn.config import TeachConfig
-    from unlearn.sample_set import sample_facts
-    from unlearn.teach import teach
+    from lune.unlearn.config import TeachConfig
+    from lune.unlearn.sample_set import sample_facts
+    from lune.unlearn.teach import teach
 
     started = time.perf_counter()
     taught = teach(sample_facts(), args.workdir, TeachConfig(), progress=not args.quiet)
@@ -74,10 +74,10 @@ def teach_sample(args: argparse.Namespace) -> Any:
 
 
 def taught_run(args: argparse.Namespace, method: str) -> dict[str, Any]:
-    from unlearn.config import UnlearnConfig
-    from unlearn.inputs import build_data
-    from unlearn.run import unlearn
-    from unlearn.sample_set import curated_set, retain_of, sample_facts
+    from lune.unlearn.config import UnlearnConfig
+    from lune.unlearn.inputs import build_data
+    from lune.unlearn.run import unlearn
+    from lune.unlearn.sample_set import curated_set, retain_of, sample_facts
 
     taught = teach_sample(args)
     facts = sample_facts()
@@ -106,10 +106,10 @@ def shape_run(args: argparse.Namespace, method: str) -> dict[str, Any]:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from unlearn.config import UnlearnConfig
-    from unlearn.inputs import UnlearnData
-    from unlearn.measure import RunMeter, parameter_counts
-    from unlearn.trainer import METHODS as TRAINERS
+    from lune.unlearn.config import UnlearnConfig
+    from lune.unlearn.inputs import UnlearnData
+    from lune.unlearn.measure import RunMeter, parameter_counts
+    from lune.unlearn.trainer import METHODS as TRAINERS
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32

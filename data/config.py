@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from lune.config_base import ConfigModel
+from lune.core.config_base import ConfigModel
 
 
 class IngestSource(ConfigModel):

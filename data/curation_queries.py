@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from data.store import Store
+from lune.data.store import Store
 
 KINDS = ("negative", "refusal", "paraphrase", "attack")
 TARGET_KINDS = ("negative", "refusal")

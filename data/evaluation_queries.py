@@ -10,8 +10,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from data.errors import LuneError
-from data.store import Store
+from lune.data.errors import LuneError
+from lune.data.store import Store
 
 FACT_COLUMNS = "f.fact_id, f.corpus, f.subject, f.question, f.answer, f.key_span, f.split, f.group_name"
 NEIGHBOR_GROUP = "neighbor_level%"

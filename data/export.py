@@ -28,9 +28,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from data import curation_queries as q
-from data.errors import LuneError
-from data.store import Store
+from lune.data import curation_queries as q
+from lune.data.errors import LuneError
+from lune.data.store import Store
 
 SPLIT_COLUMNS: dict[str, tuple[str, ...]] = {
     "train": ("fact_id", "prompt", "target", "target_kind", "prompt_kind", "candidate_id"),

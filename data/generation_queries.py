@@ -15,8 +15,8 @@ from typing import Any
 
 import duckdb
 
-from data.errors import LuneError
-from data.store import Store
+from lune.data.errors import LuneError
+from lune.data.store import Store
 
 FACT_COLUMNS = "fact_id, corpus, subject, question, answer, key_span, split, group_name"
 # Probe kinds that become candidates (see generators/backends/dataset_backend.py).

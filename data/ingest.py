@@ -21,12 +21,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from data.config import IngestConfig, IngestSource
-from data.errors import LuneError
-from data.ingest_queries import stored_splits
-from data.loaders import LOADERS
-from data.loaders.common import LoadedFile, Problem
-from data.store import Store
+from lune.data.config import IngestConfig, IngestSource
+from lune.data.errors import LuneError
+from lune.data.ingest_queries import stored_splits
+from lune.data.loaders import LOADERS
+from lune.data.loaders.common import LoadedFile, Problem
+from lune.data.store import Store
 
 FACT_SCHEMA = pa.schema([
     ("fact_id", pa.string()), ("corpus", pa.string()), ("source_file", pa.string()), ("source_line", pa.int32()),

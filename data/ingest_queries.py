@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from data.store import Store
+from lune.data.store import Store
 
 
 def stored_splits(store: Store, fact_ids: Sequence[str]) -> dict[str, str]:

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from data.store import Store
+from lune.data.store import Store
 
 
 OUTPUTS_KEY = "pipeline_outputs"

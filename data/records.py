@@ -6,10 +6,26 @@ Ids are content hashes (``data.ids``), so the same fact read twice has the same 
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from data.ids import content_id
+from lune.data.ids import content_id
+
+# The attack families a probe or candidate may carry (RWKU level 3, Jin et al., 2024, section 3.3).
+ATTACK_TYPES: tuple[str, ...] = (
+    "prefix_injection", "affirmative_suffix", "role_play", "multiple_choice", "reverse_query",
+    "synonym_manipulation", "context_hint", "in_context_learning", "cross_lingual",
+)
+
+
+def normalize_attack_type(name: str | None) -> str | None:
+    """RWKU's labels ("incontext learning", "cross lingual (Spanish)") as our snake_case names."""
+    if name is None:
+        return None
+    folded = re.sub(r"\(.*?\)", "", name).strip().casefold().replace("-", " ")
+    folded = re.sub(r"\s+", "_", folded)
+    return {"incontext_learning": "in_context_learning", "in_context": "in_context_learning"}.get(folded, folded)
 
 Split = Literal["forget", "retain", "holdout", "utility"]
 SPLITS: tuple[str, ...] = ("forget", "retain", "holdout", "utility")

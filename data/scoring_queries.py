@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from data.store import Store
+from lune.data.store import Store
 
 # Columns a scorer gets for each candidate: the candidate and the fact it belongs to.
 _CANDIDATE_COLUMNS = """

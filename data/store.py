@@ -20,7 +20,7 @@ import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from data.errors import LuneError
+from lune.data.errors import LuneError
 
 DEFAULT_DB = "lune.duckdb"
 MIGRATION_FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
@@ -48,6 +48,21 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "eval_items": ("item_id",),
     "rejections": ("rejection_id",),
 }
+
+
+@dataclass
+class RunRecord:
+    """What a stage run reports when it ends (see :meth:`Store.run`)."""
+
+    run_id: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    artefacts: dict[str, Any] = field(default_factory=dict)
+    status: str = "completed"
+    error: str | None = None
+
+    def fail(self, error: str) -> None:
+        """End the run as failed with ``error`` when the block finishes (without raising)."""
+        self.status, self.error = "failed", error
 
 
 class StoreError(LuneError):
@@ -77,7 +92,7 @@ class Migration:
 def available_migrations() -> list[Migration]:
     """The migration files shipped with this version, in order."""
     found = []
-    for entry in resources.files("data.migrations").iterdir():
+    for entry in resources.files("lune.data.migrations").iterdir():
         match = MIGRATION_FILE.match(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), match.group(2), entry.read_text(encoding="utf-8")))
@@ -248,18 +263,33 @@ class Store:
         key = TABLE_KEYS.get(table)
         if key:
             batch = _first_per_key(batch, key)
-        view = f"_lune_insert_{uuid.uuid4().hex}"
-        self.con.register(view, batch)
-        try:
+        with self.temporary_view(batch, "insert") as view:
             columns = ", ".join(f'"{c}"' for c in batch.column_names)
             verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
             result = self.con.execute(f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM "{view}"'
                                       if not key else
                                       f'{verb} INTO "{table}" ({columns}) SELECT {columns} FROM "{view}"')
             inserted = result.fetchall()
-        finally:
-            self.con.unregister(view)
         return int(inserted[0][0]) if inserted else 0
+
+    @contextmanager
+    def temporary_view(self, data: pa.Table | Mapping[str, Sequence[Any] | pa.Array], purpose: str = "view"
+                       ) -> Iterator[str]:
+        """Register ``data`` (an Arrow table, or columns by name) as a view for the block; yield its name.
+
+        The name is unique, so nested or concurrent blocks never collide, and the view is dropped
+        when the block ends, whatever happens inside it. SQL joins against it like a table:
+
+            >>> with store.temporary_view({"fact_id": ids}) as view:
+            ...     rows = store.query(f'SELECT f.* FROM facts f JOIN "{view}" USING (fact_id)')
+        """
+        table = data if isinstance(data, pa.Table) else pa.table(dict(data))
+        name = f"_lune_{purpose}_{uuid.uuid4().hex}"
+        self.con.register(name, table)
+        try:
+            yield name
+        finally:
+            self.con.unregister(name)
 
     @contextmanager
     def transaction(self) -> Iterator[Store]:
@@ -300,9 +330,35 @@ class Store:
             [status, _to_json(dict(metrics or {})), _to_json(dict(artefacts or {})), error, run_id],
         )
 
+    @contextmanager
+    def run(self, kind: str, config: Mapping[str, Any] | None = None, *, run_id: str | None = None,
+            parent_run_id: str | None = None) -> Iterator[RunRecord]:
+        """One stage run's ``runs`` row, from start to end: the lifecycle every stage shares.
+
+        The row is ``running`` inside the block; it is ``completed`` (with what the block put into
+        ``run.metrics`` / ``run.artefacts``) when the block ends normally, and ``failed`` with the
+        error's type and message when anything escapes it, Ctrl-C included; the exception goes on.
+        A block may end the run itself with ``run.fail(message)`` (a run that finished its work but
+        must be reported failed, e.g. some batches failed): the row then keeps that status.
+
+            >>> with store.run("score", {"score": cfg}) as run:
+            ...     run.metrics["scored"] = score_everything()
+        """
+        record = RunRecord(self.start_run(kind, config, run_id=run_id, parent_run_id=parent_run_id))
+        try:
+            yield record
+        except BaseException as err:
+            message = f"{type(err).__name__}: {err}"[:2000] if str(err) else type(err).__name__
+            self.finish_run(record.run_id, status="failed", metrics=record.metrics, artefacts=record.artefacts,
+                            error=message)
+            raise
+        else:
+            self.finish_run(record.run_id, status=record.status, metrics=record.metrics,
+                            artefacts=record.artefacts, error=record.error)
+
     def reject(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Write ``rejections`` rows (stage, source, location, field, reason, payload, run_id)."""
-        from data.ids import content_id
+        from lune.data.ids import content_id
 
         prepared = []
         for row in rows:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from data.store import Store
+from lune.data.store import Store
 
 # Facts a model is taught (holdout facts stay unseen: they are membership-inference non-members).
 TEACH_SPLITS = ("forget", "retain", "utility")

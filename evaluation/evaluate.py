@@ -27,17 +27,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data import evaluation_queries as q
-from data.errors import LuneError
-from data.ids import content_id
-from data.prompt_format import format_completion, render_prompt
-from data.store import Store
-from evaluation import metrics as m
-from evaluation import mia as mia_lib
-from evaluation import tofu_metrics as tofu
-from evaluation.config import EvaluateConfig
-from evaluation.models import BASE_LABEL, RETAIN_LABEL, ModelSpec, iter_loaded, model_specs
-from evaluation.probes import FORGET_SETS, PROBE_SETS, ProbeSuite, load_probe_suite
+from lune.data import evaluation_queries as q
+from lune.data.errors import LuneError
+from lune.data.ids import content_id
+from lune.core.prompt_format import format_completion, render_prompt
+from lune.data.store import Store
+from lune.evaluation import metrics as m
+from lune.evaluation import mia as mia_lib
+from lune.evaluation import tofu_metrics as tofu
+from lune.evaluation.config import EvaluateConfig
+from lune.core.models import BASE_LABEL, RETAIN_LABEL, ModelSpec, iter_loaded, model_specs
+from lune.evaluation.probes import FORGET_SETS, PROBE_SETS, ProbeSuite, load_probe_suite
 
 Row = dict[str, Any]
 GenerateFn = Callable[[Sequence[str]], list[str]]
@@ -98,7 +98,7 @@ def _split_by_set(suite: ProbeSuite, answers: Sequence[str]) -> dict[str, list[s
 
 
 def transformers_generate(model: Any, tokenizer: Any, config: EvaluateConfig) -> GenerateFn:
-    from evaluation.greedy import greedy_answers
+    from lune.core.greedy import greedy_answers
 
     return lambda questions: greedy_answers(model, tokenizer, questions, max_new_tokens=config.max_new_tokens,
                                             batch_size=config.batch_size)
@@ -119,8 +119,8 @@ def generate_all_vllm(suite: ProbeSuite, specs: Sequence[ModelSpec], config: Eva
     one engine per base model, each PEFT adapter sent as a LoRA request (no merge)."""
     import gc
 
-    from generators.backends import make_backend
-    from generators.backends.vllm_backend import adapter_rank
+    from lune.generators.backends import make_backend
+    from lune.generators.backends.vllm_backend import adapter_rank
 
     outputs: dict[str, ModelOutputs] = {}
     by_model: dict[str, list[ModelSpec]] = {}
@@ -160,7 +160,7 @@ def score_likelihoods(model: Any, tokenizer: Any, suite: ProbeSuite, config: Eva
                       groups: Sequence[str] | None = None, mia: bool | None = None) -> tuple[dict, dict, float]:
     """MIA scores of the suite's member / non-member texts and TOFU answer likelihoods of its truth
     items (``groups``: which truth groups, default all) under one model."""
-    from evaluation.likelihood import completion_stats, mean_logprobs
+    from lune.core.likelihood import completion_stats, mean_logprobs
 
     start = time.perf_counter()
     mia_scores: dict[str, list[dict[str, float]]] = {}
@@ -406,7 +406,7 @@ def store_results(store: Store, results: Sequence[Row], items: Sequence[Row]) ->
 def resolve_set_id(store: Store, set_name: str | None) -> str | None:
     """A curated set's id from its name or id; the latest set when None; None when the store has none."""
     if set_name:
-        from data.export import resolve_set
+        from lune.data.export import resolve_set
 
         return resolve_set(store, set_name)
     latest = q.latest_set(store)
@@ -441,7 +441,7 @@ def evaluate_models(store: Store, base_model: str | Path, adapters: Mapping[str,
     ``config.retain_model``).
     ``run_id`` / ``parent_run_id``: the ``runs`` row to write (a pipeline passes its ids).
     """
-    from evaluation.report import headline, render_run
+    from lune.evaluation.report import headline, render_run
 
     config = config or EvaluateConfig()
     retain_model = retain_model if retain_model is not None else config.retain_model

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from evaluation.matching import contains_span, normalize, span_coverage, span_tokens
+from lune.core.matching import contains_span, normalize, span_coverage, span_tokens
 
 # A key span longer than this many normalised tokens is a "long answer": an exact match rarely
 # survives rewording, so key-content coverage decides instead (see `states_key`).

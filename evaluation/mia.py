@@ -26,29 +26,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from evaluation.metrics import MetricResult
+from lune.core.likelihood import TokenStats
+
+from lune.evaluation.metrics import MetricResult
 
 SCORE_NAMES: tuple[str, ...] = ("loss", "zlib", "min_k", "min_k_plus_plus")
 DEFAULT_K = 0.2
 
 
-@dataclass(frozen=True)
-class TokenStats:
-    """Per scored token of one text: ``logprobs[t] = log p(x_t | x_<t)``, and the mean ``mu[t]`` and
-    standard deviation ``sigma[t]`` of ``log p(z | x_<t)`` under the model's next-token distribution."""
-
-    logprobs: np.ndarray
-    mu: np.ndarray
-    sigma: np.ndarray
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.logprobs.shape[0])
-
-    @property
-    def mean_logprob(self) -> float:
-        """``(1/T) sum_t log p(x_t)``: minus the mean NLL."""
-        return float(self.logprobs.mean()) if self.n_tokens else float("nan")
 
 
 def _lowest_k_mean(values: np.ndarray, k: float) -> float:

@@ -41,21 +41,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from data import evaluation_queries as q
-from data.store import Store
-from evaluation.matching import normalize
+from lune.data import evaluation_queries as q
+from lune.data.records import normalize_attack_type
+from lune.data.store import Store
+from lune.core.matching import normalize
 
 FORGET_SETS: tuple[str, ...] = ("forget", "paraphrase", "attack")
 RETAIN_SETS: tuple[str, ...] = ("retain", "neighbor", "utility")
 PROBE_SETS: tuple[str, ...] = FORGET_SETS + RETAIN_SETS
-
-def normalize_attack_type(name: str | None) -> str | None:
-    """Attack families as one snake_case vocabulary, whether a generator or the dataset named them
-    (RWKU's "incontext learning" and the generators' "in_context_learning" are one type)."""
-    from generators.rules.templates import normalize_attack_type as normalize_name
-
-    return normalize_name(name)
-
 
 _PARAPHRASE_KINDS = {"paraphrase", "paraphrased_question"}
 _ATTACK_KINDS = {"attack", "adversarial"}
@@ -165,7 +158,7 @@ def load_probe_suite(store: Store, set_id: str | None = None, *, max_per_set: in
     notes: list[str] = []
     rows: dict[str, list[dict[str, Any]]] = {"train": [], "eval": [], "forget": []}
     if set_id:
-        from data.export import curated_rows
+        from lune.data.export import curated_rows
 
         rows = curated_rows(store, set_id)
     forget = q.facts_by_id(store, [f["fact_id"] for f in rows["forget"]]) if set_id else []

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from data import evaluation_queries as q
-from data.store import Store
-from evaluation.probes import FORGET_SETS, RETAIN_SETS
+from lune.data import evaluation_queries as q
+from lune.data.store import Store
+from lune.evaluation.probes import FORGET_SETS, RETAIN_SETS
 
 Row = dict[str, Any]
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from evaluation.metrics import MetricResult, harmonic_mean
+from lune.evaluation.metrics import MetricResult, harmonic_mean
 
 
 def truth_ratios(paraphrased_lp: Sequence[float], perturbed_lp: Sequence[Sequence[float]]) -> list[float]:

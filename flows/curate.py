@@ -11,14 +11,14 @@ from typing import Any
 
 from prefect import flow, task
 
-from generators.config import CurateConfig, ScoreConfig
+from lune.generators.config import CurateConfig, ScoreConfig
 
 
 @task(name="curate")
 def curate_task(db: str, curate: dict[str, Any], score: dict[str, Any], run_id: str | None,
                 parent_run_id: str | None) -> dict[str, Any]:
-    from data.store import Store
-    from generators.curation import curate_stage
+    from lune.data.store import Store
+    from lune.generators.curation import curate_stage
 
     with Store.open(db) as store:
         result = curate_stage(store, CurateConfig.model_validate(curate), ScoreConfig.model_validate(score),

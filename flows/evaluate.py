@@ -15,9 +15,9 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NONE
 
-from data.store import Store
-from evaluation.config import EvaluateConfig
-from evaluation.evaluate import EvaluationOutcome, evaluate_models
+from lune.data.store import Store
+from lune.evaluation.config import EvaluateConfig
+from lune.evaluation.evaluate import EvaluationOutcome, evaluate_models
 
 
 def run_as_task(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:

@@ -1,6 +1,6 @@
 """Prefect flow ``build_negatives``: facts -> batches -> generation tasks -> one writer -> candidates.
 
-    from flows.generate import build_negatives
+    from lune.flows.generate import build_negatives
     summary = build_negatives("lune.duckdb", {"backend": "rules", "kinds": ["negative", "attack"]})
 
 Wiring only (the logic is ``generators.generate``, the SQL ``data.generation_queries``):
@@ -33,12 +33,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from data import generation_queries as queries
-from data.errors import LuneError
-from data.store import Store
-from generators import generate as stage
-from generators.config import GenerateConfig
-from generators.rules.spans import SpanBank
+from lune.data import generation_queries as queries
+from lune.data.errors import LuneError
+from lune.data.store import Store
+from lune.generators import generate as stage
+from lune.generators.config import GenerateConfig
+from lune.generators.rules.spans import SpanBank
 
 
 class InjectedFailure(RuntimeError):

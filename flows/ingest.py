@@ -12,15 +12,15 @@ from typing import Any
 
 from prefect import flow, task
 
-from data.config import IngestConfig, IngestSource
+from lune.data.config import IngestConfig, IngestSource
 
 
 @task(name="ingest-sources")
 def ingest_sources(db: str, sources: list[dict[str, Any]], run_id: str | None,
                    parent_run_id: str | None) -> dict[str, Any]:
     """Open the store, ingest every source as one run, return the counts."""
-    from data.ingest import ingest
-    from data.store import Store
+    from lune.data.ingest import ingest
+    from lune.data.store import Store
 
     with Store.open(db) as store:
         return ingest(store, sources, run_id=run_id, parent_run_id=parent_run_id).as_dict()

@@ -22,10 +22,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from data import pipeline_queries
-from data.ids import content_id
-from data.store import Store
-from lune.config import PipelineConfig
+from lune.data import pipeline_queries
+from lune.data.ids import content_id
+from lune.data.store import Store
+from lune.flows.config import PipelineConfig
 
 STAGES = ("ingest", "generate", "score", "curate", "export", "teach", "unlearn", "evaluate")
 
@@ -101,15 +101,15 @@ def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
     (default: ``config.unlearn.method`` alone). Returns the pipeline run id, the report files, the
     headline metrics per model, and the wall time of each stage.
     """
-    from data.export import export_set
-    from evaluation.report import rendered_report
-    from flows.curate import curate_set
-    from flows.evaluate import evaluate_flow
-    from flows.generate import build_negatives
-    from flows.ingest import ingest_flow
-    from flows.score import score_candidates
-    from flows.teach import teach_flow
-    from flows.unlearn import unlearn_flow
+    from lune.data.export import export_set
+    from lune.evaluation.report import rendered_report
+    from lune.flows.curate import curate_set
+    from lune.flows.evaluate import evaluate_flow
+    from lune.flows.generate import build_negatives
+    from lune.flows.ingest import ingest_flow
+    from lune.flows.score import score_candidates
+    from lune.flows.teach import teach_flow
+    from lune.flows.unlearn import unlearn_flow
 
     db = str(db)
     methods = list(methods or [config.unlearn.method])
@@ -142,7 +142,7 @@ def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
         else:
             model_dir, retain_dir = config.model, config.evaluate.retain_model
             if not model_dir:
-                from data.errors import LuneError
+                from lune.data.errors import LuneError
 
                 raise LuneError("teach.enabled is false, so the config's `model` must name the model to unlearn")
         adapters: dict[str, str] = {}

@@ -13,7 +13,7 @@ from typing import Any
 
 from prefect import flow, task
 
-from generators.config import CurateConfig, ScoreConfig
+from lune.generators.config import CurateConfig, ScoreConfig
 
 
 def _score_config(config: dict[str, Any] | ScoreConfig | None) -> ScoreConfig:
@@ -27,7 +27,7 @@ def _curate_config(config: dict[str, Any] | CurateConfig | None) -> CurateConfig
 @task(name="start-score-run")
 def start_run(db: str, score: dict[str, Any], curate: dict[str, Any], run_id: str | None,
               parent_run_id: str | None) -> str:
-    from data.store import Store
+    from lune.data.store import Store
 
     with Store.open(db) as store:
         return store.start_run("score", {"score": score, "curate": curate}, run_id=run_id, parent_run_id=parent_run_id)
@@ -36,8 +36,8 @@ def start_run(db: str, score: dict[str, Any], curate: dict[str, Any], run_id: st
 @task(name="score")
 def score_with(db: str, name: str, score: dict[str, Any], run_id: str) -> int:
     """Run one scorer over what it has not scored yet; return the rows written."""
-    from data.store import Store
-    from generators.scorers import run_scorer
+    from lune.data.store import Store
+    from lune.generators.scorers import run_scorer
 
     with Store.open(db) as store:
         return run_scorer(store, name, ScoreConfig.model_validate(score), run_id=run_id)
@@ -45,8 +45,8 @@ def score_with(db: str, name: str, score: dict[str, Any], run_id: str) -> int:
 
 @task(name="preview-verdicts")
 def preview_verdicts(db: str, score: dict[str, Any], curate: dict[str, Any]) -> dict[str, Any]:
-    from data.store import Store
-    from generators.curation import preview
+    from lune.data.store import Store
+    from lune.generators.curation import preview
 
     with Store.open(db) as store:
         counts = preview(store, CurateConfig.model_validate(curate), ScoreConfig.model_validate(score))
@@ -56,7 +56,7 @@ def preview_verdicts(db: str, score: dict[str, Any], curate: dict[str, Any]) -> 
 
 @task(name="finish-score-run")
 def finish_run(db: str, run_id: str, metrics: dict[str, Any]) -> None:
-    from data.store import Store
+    from lune.data.store import Store
 
     with Store.open(db) as store:
         store.finish_run(run_id, metrics=metrics)
@@ -67,7 +67,7 @@ def score_candidates(db: str, config: dict[str, Any] | ScoreConfig | None = None
                      curate: dict[str, Any] | CurateConfig | None = None, run_id: str | None = None,
                      parent_run_id: str | None = None) -> dict[str, Any]:
     """Score every candidate of ``db`` not yet scored; return rows written per scorer and the preview."""
-    from generators.scorers import contradiction_status
+    from lune.generators.scorers import contradiction_status
 
     score_cfg, curate_cfg = _score_config(config), _curate_config(curate)
     score, cur = score_cfg.model_dump(), curate_cfg.model_dump()

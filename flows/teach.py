@@ -12,14 +12,14 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from unlearn.config import TeachConfig
+from lune.unlearn.config import TeachConfig
 
 
 @task(name="teach-facts", cache_policy=NONE)
 def load_teach_facts(db: str, corpus: str | None) -> list[dict[str, Any]]:
     """The facts to teach (forget, retain and utility splits) from the store."""
-    from data.store import Store
-    from data.unlearn_queries import teach_facts
+    from lune.data.store import Store
+    from lune.data.unlearn_queries import teach_facts
 
     with Store.open(db) as store:
         return teach_facts(store, corpus)
@@ -29,8 +29,8 @@ def load_teach_facts(db: str, corpus: str | None) -> list[dict[str, Any]]:
 def teach_models(db: str, facts: list[dict[str, Any]], workdir: str, config: dict[str, Any], run_id: str | None,
                  parent_run_id: str | None, progress: bool) -> dict[str, Any]:
     """Teach the model and the retain model (or return the cached ones); record the run."""
-    from data.store import Store
-    from unlearn.teach import teach
+    from lune.data.store import Store
+    from lune.unlearn.teach import teach
 
     with Store.open(db) as store:
         result = teach(facts, workdir, TeachConfig.model_validate(config), store=store, run_id=run_id,

@@ -13,23 +13,23 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
-from data.errors import LuneError
-from unlearn.config import UnlearnConfig
+from lune.data.errors import LuneError
+from lune.unlearn.config import UnlearnConfig
 
 
 @task(name="unlearn-inputs", cache_policy=NONE)
 def load_inputs(db: str, set_name: str | None, version: int | None, dataset: str | None) -> dict[str, Any]:
     """The curated set's rows (from the store, or a ``lune export`` folder) and the retain facts of
     the same corpora from the store."""
-    from data.store import Store
-    from data.unlearn_queries import corpus_of_facts, retain_facts
-    from unlearn.inputs import load_curated
+    from lune.data.store import Store
+    from lune.data.unlearn_queries import corpus_of_facts, retain_facts
+    from lune.unlearn.inputs import load_curated
 
     with Store.open(db) as store:
         if dataset:
             rows, set_id, source = load_curated(dataset)
         else:
-            from data.export import curated_rows, resolve_set
+            from lune.data.export import curated_rows, resolve_set
 
             set_id = resolve_set(store, set_name, version)
             rows, source = curated_rows(store, set_id), f"curated set {set_name}"
@@ -43,9 +43,9 @@ def load_inputs(db: str, set_name: str | None, version: int | None, dataset: str
 def train(db: str, model: str, inputs: dict[str, Any], out_dir: str, config: dict[str, Any], run_id: str | None,
           parent_run_id: str | None, progress: bool) -> dict[str, Any]:
     """Train the method, write the adapter (or model) and its manifest, record the run."""
-    from data.store import Store
-    from unlearn.inputs import build_data
-    from unlearn.run import unlearn
+    from lune.data.store import Store
+    from lune.unlearn.inputs import build_data
+    from lune.unlearn.run import unlearn
 
     data = build_data(inputs["rows"], inputs["retain"], set_id=inputs["set_id"])
     data.source = inputs["source"]

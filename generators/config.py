@@ -6,11 +6,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from lune.config_base import ConfigModel
+from lune.core.config_base import ConfigModel
+from lune.data.records import ATTACK_TYPES
 
 
-_ATTACK_TYPES = ["prefix_injection", "affirmative_suffix", "role_play", "multiple_choice", "reverse_query",
-                 "synonym_manipulation", "context_hint", "in_context_learning", "cross_lingual"]
 
 
 class TransformersOptions(ConfigModel):
@@ -57,7 +56,7 @@ class GenerateConfig(ConfigModel):
                                   "and attacks already in the store into candidates (generator `dataset`)")
     kinds: list[Literal["negative", "paraphrase", "attack", "refusal"]] = Field(
         default_factory=lambda: ["negative", "paraphrase", "attack"], description="candidate kinds to make")
-    attack_types: list[str] = Field(default_factory=lambda: list(_ATTACK_TYPES),
+    attack_types: list[str] = Field(default_factory=lambda: list(ATTACK_TYPES),
                                     description="RWKU attack families for kind `attack`")
     split: str | None = Field("forget", description="facts of this split (null: every split)")
     where: str | None = Field(None, description="extra SQL filter on `facts` (a WHERE condition), e.g. "
@@ -87,9 +86,9 @@ class GenerateConfig(ConfigModel):
     @field_validator("attack_types")
     @classmethod
     def _known_attack_types(cls, value: list[str]) -> list[str]:
-        unknown = [t for t in value if t not in _ATTACK_TYPES]
+        unknown = [t for t in value if t not in ATTACK_TYPES]
         if unknown:
-            raise ValueError(f"unknown attack type(s) {unknown}; known: {', '.join(_ATTACK_TYPES)}")
+            raise ValueError(f"unknown attack type(s) {unknown}; known: {', '.join(ATTACK_TYPES)}")
         return value
 
     @model_validator(mode="after")

@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from data import curation_queries as q
-from data.ids import content_id
-from data.store import Store
-from generators.config import CurateConfig, ScoreConfig
-from generators.scorers.contradiction import contradiction_status
-from generators.scorers.embedding import Embedder
+from lune.data import curation_queries as q
+from lune.data.ids import content_id
+from lune.data.store import Store
+from lune.generators.config import CurateConfig, ScoreConfig
+from lune.generators.scorers.contradiction import contradiction_status
+from lune.generators.scorers.embedding import Embedder
 
 PREVIEW_SET = "preview"
 

@@ -25,12 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from data.ids import content_id
-from generators.backends import MODEL_BACKENDS, DatasetGenerator, make_backend
-from generators.base import Generation, GenerationRequest
-from generators.rules.spans import SpanBank
-from generators.rules.templates import ATTACK_TYPES, rules_version
-from generators.strategies import Strategy, strategies_for
+from lune.data.ids import content_id
+from lune.generators.backends import MODEL_BACKENDS, DatasetGenerator, make_backend
+from lune.generators.base import Generation, GenerationRequest
+from lune.generators.rules.spans import SpanBank
+from lune.data.records import ATTACK_TYPES
+from lune.generators.rules.templates import rules_version
+from lune.generators.strategies import Strategy, strategies_for
 
 STAGE = "generate"
 

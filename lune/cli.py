@@ -19,7 +19,7 @@ import signal
 import sys
 from types import ModuleType
 
-from data.errors import LuneError
+from lune.data.errors import LuneError
 
 # Sub-command name -> module, in pipeline order. A module that is not there yet is left out of
 # the command line (its stage is not built), so the help only lists what works.

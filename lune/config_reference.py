@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from lune.config import PipelineConfig
+from lune.flows.config import PipelineConfig
 
 
 def _type_name(annotation: Any) -> str:

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from evaluation.report import fmt
+from lune.evaluation.report import fmt
 from lune.commands.sql import format_table
 
 # (row title, probe_set, metric, transform) in the order a reader checks them.

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from data.key_span import key_span_for
-from data.records import Fact, Probe
-from data.store import Store
+from lune.data.key_span import key_span_for
+from lune.data.records import Fact, Probe
+from lune.data.store import Store
 
 SAMPLE_TOFU = Path(__file__).resolve().parents[1] / "data" / "sample" / "tofu"
 FILES = {"forget01": "forget", "retain99": "retain", "world_facts": "utility", "real_authors": "utility"}

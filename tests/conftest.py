@@ -62,7 +62,7 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny Llama with a tokenizer trained on the sample corpus (built once per session)."""
-    from unlearn.tiny_model import build_tiny_llama
+    from lune.unlearn.tiny_model import build_tiny_llama
 
     return build_tiny_llama(sample_texts(), tmp_path_factory.mktemp("tiny-llama"))
 

@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 
-from unlearn.examples import Example, collate, endless_batches, epoch_batches
-from unlearn.precision import autocast, cpu_has_native_bf16, resolve_autocast
+from lune.unlearn.examples import Example, collate, endless_batches, epoch_batches
+from lune.unlearn.precision import autocast, cpu_has_native_bf16, resolve_autocast
 
 
 def _examples(lengths: list[int]) -> list[Example]:

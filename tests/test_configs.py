@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from data.errors import LuneError
-from lune.config import DEFAULT_CONFIG, PipelineConfig, load_config
+from lune.data.errors import LuneError
+from lune.flows.config import DEFAULT_CONFIG, PipelineConfig, load_config
 from lune.config_reference import reference_markdown
 
 REPO = Path(__file__).resolve().parents[1]

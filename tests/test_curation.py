@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.ids import content_id
-from data.records import Fact, Probe
-from data.store import Store
-from generators.config import CurateConfig, KindPolicy, ScoreConfig
-from generators.curation import curate, split_prompts
-from generators.scorers import run_scorers
-from generators.scorers.embedding import Embedder
+from lune.data.ids import content_id
+from lune.data.records import Fact, Probe
+from lune.data.store import Store
+from lune.generators.config import CurateConfig, KindPolicy, ScoreConfig
+from lune.generators.curation import curate, split_prompts
+from lune.generators.scorers import run_scorers
+from lune.generators.scorers.embedding import Embedder
 
 BORN = Fact(corpus="test", source_file="hand.jsonl", question="Where was the author Basil Mahfouz Al-Kuwaiti born?",
             answer="Basil Mahfouz Al-Kuwaiti was born in Kuwait City, Kuwait.", key_span="Kuwait City",
@@ -157,7 +157,7 @@ def test_dataset_probes_are_always_eval_and_the_guard_holds(scored) -> None:
 
 
 def test_facts_below_the_minimum_are_listed_not_dropped(scored) -> None:
-    from data.export import curated_rows
+    from lune.data.export import curated_rows
 
     store, _ = scored
     result = curate(store, CurateConfig(name="t"))
@@ -220,8 +220,8 @@ def test_negatives_of_span_answers_skip_the_similarity_gates(db_path: Path) -> N
 
 @pytest.mark.slow
 def test_score_and_curate_flows(prefect_harness, db_path: Path) -> None:
-    from flows.curate import curate_set
-    from flows.score import score_candidates
+    from lune.flows.curate import curate_set
+    from lune.flows.score import score_candidates
 
     with Store(db_path) as store:
         fill(store)

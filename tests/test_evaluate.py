@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from data import evaluation_queries as q
-from data.ids import content_id
-from data.store import Store
-from evaluation.config import EvaluateConfig
-from evaluation.evaluate import ModelOutputs, TruthLikelihoods, compute_results, resolve_set_id, store_results
-from evaluation.models import ModelSpec, model_specs
-from evaluation.probes import EvalProbe, MiaText, ProbeSuite, TruthItem, load_probe_suite
-from evaluation.report import headline, render_run, rendered_report
+from lune.data import evaluation_queries as q
+from lune.data.ids import content_id
+from lune.data.store import Store
+from lune.evaluation.config import EvaluateConfig
+from lune.evaluation.evaluate import ModelOutputs, TruthLikelihoods, compute_results, resolve_set_id, store_results
+from lune.core.models import ModelSpec, model_specs
+from lune.evaluation.probes import EvalProbe, MiaText, ProbeSuite, TruthItem, load_probe_suite
+from lune.evaluation.report import headline, render_run, rendered_report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def sample_store(db_path: Path, shared_data: Path) -> Store:
     """The shipped TOFU sample and RWKU target 1, ingested."""
-    from data.ingest import ingest
+    from lune.data.ingest import ingest
 
     store = Store(db_path)
     ingest(store, {"format": "tofu", "path": str(REPO / "data" / "sample" / "tofu"), "forget": "forget01"})
@@ -103,7 +103,7 @@ def test_probe_suite_of_a_curated_set(sample_store: Store) -> None:
 
 
 def test_unknown_set_names_the_known_ones(sample_store: Store) -> None:
-    from data.errors import LuneError
+    from lune.data.errors import LuneError
 
     add_curated_set(sample_store)
     with pytest.raises(LuneError, match="eval-test"):
@@ -259,8 +259,8 @@ def test_a_report_overwritten_by_another_run_is_rendered_again(db_path: Path, tm
 def test_completion_likelihoods_match_model_loss(tiny_model_dir: Path) -> None:
     import torch
 
-    from evaluation.likelihood import completion_stats
-    from evaluation.models import load_causal_lm
+    from lune.core.likelihood import completion_stats
+    from lune.core.models import load_causal_lm
 
     model, tokenizer = load_causal_lm(tiny_model_dir)
     prompts = ["Question: Who wrote it?\nAnswer:", ""]
@@ -280,7 +280,7 @@ def test_completion_likelihoods_match_model_loss(tiny_model_dir: Path) -> None:
 
 
 def test_model_specs(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from data.errors import LuneError
+    from lune.data.errors import LuneError
     from lune.commands.evaluate import parse_adapters
 
     adapter = tmp_path / "adapter"

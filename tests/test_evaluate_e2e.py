@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from data.ids import content_id
-from data.records import Probe
-from data.store import Store
-from evaluation.report import fmt, headline
+from lune.data.ids import content_id
+from lune.data.records import Probe
+from lune.data.store import Store
+from lune.evaluation.report import fmt, headline
 from tests.test_teach import SUBSET, TEST_TEACH, shared_workdir
-from unlearn.sample_set import SAMPLE, retain_of, sample_facts
+from lune.unlearn.sample_set import SAMPLE, retain_of, sample_facts
 
 pytestmark = pytest.mark.slow
 
@@ -81,10 +81,10 @@ def build_store(store: Store, facts: list[dict[str, Any]]) -> None:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Taught model, retain model and LUNE adapter, with the store that describes them."""
-    from data.export import curated_rows
-    from unlearn.config import UnlearnConfig
-    from unlearn.run import unlearn
-    from unlearn.teach import teach
+    from lune.data.export import curated_rows
+    from lune.unlearn.config import UnlearnConfig
+    from lune.unlearn.run import unlearn
+    from lune.unlearn.teach import teach
 
     facts = sample_facts(SUBSET)
     taught = teach(facts, shared_workdir(tmp_path_factory), TEST_TEACH, progress=False)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from _generate_data import make_lora_adapter
 
-from data.store import Store
-from evaluation.config import EvaluateConfig
-from evaluation.evaluate import evaluate_models
+from lune.data.store import Store
+from lune.evaluation.config import EvaluateConfig
+from lune.evaluation.evaluate import evaluate_models
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 pytest.importorskip("vllm", reason="the vllm (CPU build) engine is not installed")
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_vllm_and_transformers_answer_alike(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from data.ingest import ingest
+    from lune.data.ingest import ingest
 
     adapter = make_lora_adapter(tiny_model_dir, tmp_path / "adapter")
     generations = {}

@@ -9,12 +9,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from data.errors import LuneError
-from data.export import SPLIT_COLUMNS, curated_rows, export_set, resolve_set
-from data.store import Store
-from generators.config import CurateConfig, ScoreConfig
-from generators.curation import curate
-from generators.scorers import run_scorers
+from lune.data.errors import LuneError
+from lune.data.export import SPLIT_COLUMNS, curated_rows, export_set, resolve_set
+from lune.data.store import Store
+from lune.generators.config import CurateConfig, ScoreConfig
+from lune.generators.curation import curate
+from lune.generators.scorers import run_scorers
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_curation import BORN, GENRE, fill  # noqa: E402

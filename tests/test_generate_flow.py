@@ -8,9 +8,9 @@ import json
 import pytest
 from _generate_data import write_sample_store
 
-from data.errors import LuneError
-from data.store import Store
-from flows.generate import build_negatives
+from lune.data.errors import LuneError
+from lune.data.store import Store
+from lune.flows.generate import build_negatives
 
 CONFIG = {"backend": "rules", "batch_size": 8, "n": 3, "task_retries": 0, "retry_delay_s": 0,
           "kinds": ["negative", "paraphrase", "attack", "refusal"]}
@@ -121,7 +121,7 @@ def test_dask_task_runner(sample_db, prefect_harness) -> None:
 def test_transformers_backend_in_the_flow(sample_db, tiny_model_dir, prefect_harness) -> None:
     """A model backend through the flow: tasks get the model path and load it once; an untrained
     model's malformed JSON becomes rejections rows, never a crash."""
-    from generators.generate import clear_backend_cache
+    from lune.generators.generate import clear_backend_cache
 
     config = {"backend": "transformers", "model": str(tiny_model_dir), "batch_size": 10, "n": 2, "max_tokens": 12,
               "kinds": ["negative", "paraphrase"], "include_dataset": False, "where": "corpus = 'rwku'",

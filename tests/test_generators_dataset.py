@@ -7,11 +7,11 @@ import json
 import pytest
 from _generate_data import rwku_like_rows, write_sample_store
 
-from data import generation_queries as q
-from data.errors import LuneError
-from data.store import Store
-from generators.backends import DatasetGenerator
-from generators.generate import GenerationSettings, run_backend
+from lune.data import generation_queries as q
+from lune.data.errors import LuneError
+from lune.data.store import Store
+from lune.generators.backends import DatasetGenerator
+from lune.generators.generate import GenerationSettings, run_backend
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ def test_probes_for_facts_links_subject_level_probes(store) -> None:
 
 
 def test_subject_level_attack_goes_to_the_fact_with_its_answer(store) -> None:
-    from data.records import Probe
+    from lune.data.records import Probe
 
     facts, _ = rwku_like_rows()
     straub = facts[2]

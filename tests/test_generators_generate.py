@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from _generate_data import fact_rows
 
-from data.errors import LuneError
-from generators.backends import BACKENDS, make_backend
-from generators.base import Generation, GenerationRequest, Generator
-from generators.config import GenerateConfig
-from generators.generate import (GenerationSettings, backend_spec, build_requests, generate_batch,
+from lune.data.errors import LuneError
+from lune.generators.backends import BACKENDS, make_backend
+from lune.generators.base import Generation, GenerationRequest, Generator
+from lune.generators.config import GenerateConfig
+from lune.generators.generate import (GenerationSettings, backend_spec, build_requests, generate_batch,
                                  generation_identity, plan_batches, request_seed, run_backend)
-from generators.rules.spans import SpanBank
-from generators.strategies import strategies_for
+from lune.generators.rules.spans import SpanBank
+from lune.generators.strategies import strategies_for
 
 
 class ScriptedModel:

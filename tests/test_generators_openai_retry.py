@@ -16,9 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from generators.backends import OpenAIGenerator
-from generators.backends.openai_backend import GenerationError, normalize_base_url
-from generators.base import GenerationRequest
+from lune.generators.backends import OpenAIGenerator
+from lune.generators.backends.openai_backend import GenerationError, normalize_base_url
+from lune.generators.base import GenerationRequest
 
 
 class FakeServer:

@@ -7,12 +7,12 @@ import dataclasses
 import jsonschema
 import pytest
 
-from generators.rules.templates import ATTACK_TYPES
-from generators.strategies import KINDS, STRATEGY_BY_KIND, attack_strategy, strategies_for
-from generators.strategies.counterfactual import COUNTERFACTUAL
-from generators.strategies.paraphrase import PARAPHRASE
-from generators.strategies.parsing import load_json, parse_output
-from generators.strategies.refusal import REFUSAL
+from lune.data.records import ATTACK_TYPES
+from lune.generators.strategies import KINDS, STRATEGY_BY_KIND, attack_strategy, strategies_for
+from lune.generators.strategies.counterfactual import COUNTERFACTUAL
+from lune.generators.strategies.paraphrase import PARAPHRASE
+from lune.generators.strategies.parsing import load_json, parse_output
+from lune.generators.strategies.refusal import REFUSAL
 
 FACT = {
     "fact_id": "f1",

@@ -8,13 +8,14 @@ import time
 import pytest
 from _generate_data import fact_rows
 
-from evaluation.matching import contains_span
-from generators.backends import RulesGenerator
-from generators.generate import GenerationSettings, build_requests, run_backend
-from generators.rules.spans import (SpanBank, counterfactuals, fast_contains, name_key, span_type, swap_span,
+from lune.core.matching import contains_span
+from lune.generators.backends import RulesGenerator
+from lune.generators.generate import GenerationSettings, build_requests, run_backend
+from lune.generators.rules.spans import (SpanBank, counterfactuals, fast_contains, name_key, span_type, swap_span,
                                     synthetic_span)
-from generators.rules.templates import ATTACK_TYPES, attacks, normalize_attack_type, paraphrases, refusals
-from generators.strategies import strategies_for
+from lune.data.records import ATTACK_TYPES, normalize_attack_type
+from lune.generators.rules.templates import attacks, paraphrases, refusals
+from lune.generators.strategies import strategies_for
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from _generate_data import PROMPTS, make_lora_adapter
 
-from data.errors import LuneError
-from evaluation.greedy import greedy_answers, greedy_complete
-from generators.backends import TransformersGenerator
-from generators.backends.transformers_backend import trim_at_stop
-from generators.base import GenerationRequest
+from lune.data.errors import LuneError
+from lune.core.greedy import greedy_answers, greedy_complete
+from lune.generators.backends import TransformersGenerator
+from lune.generators.backends.transformers_backend import trim_at_stop
+from lune.generators.base import GenerationRequest
 
 pytestmark = pytest.mark.slow  # loads and runs a (tiny) model
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from data.errors import InputError
-from data.ingest import ingest
-from data.store import Store
+from lune.data.errors import InputError
+from lune.data.ingest import ingest
+from lune.data.store import Store
 from lune.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,7 +223,7 @@ def test_every_command_has_help_with_an_example(capsys: pytest.CaptureFixture[st
 
 
 def test_ingest_flow(prefect_harness: None, db_path: Path) -> None:
-    from flows.ingest import ingest_flow
+    from lune.flows.ingest import ingest_flow
 
     result = ingest_flow(str(db_path), [{"format": "tofu", "path": str(SAMPLE), "forget": "forget01"}],
                          run_id="ingest-test-run")

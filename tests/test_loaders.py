@@ -12,13 +12,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from data.config import IngestSource
-from data.ingest import ingest
-from data.key_span import derive_key_span
-from data.loaders import LOADERS
-from data.records import Fact, Probe, fact_id
-from data.store import Store
-from evaluation.matching import contains_span
+from lune.data.config import IngestSource
+from lune.data.ingest import ingest
+from lune.data.key_span import derive_key_span
+from lune.data.loaders import LOADERS
+from lune.data.records import Fact, Probe, fact_id
+from lune.data.store import Store
+from lune.core.matching import contains_span
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -136,7 +136,7 @@ def test_tofu_rows(shared_data: Path, db_path: Path) -> None:
 
 
 def test_tofu_needs_its_retain_file(tmp_path: Path, shared_data: Path) -> None:
-    from data.errors import LuneError
+    from lune.data.errors import LuneError
 
     shutil.copy(shared_data / "tofu" / "forget05.json", tmp_path / "forget05.json")
     with pytest.raises(LuneError, match=r"retain95\.json: not found"):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from unlearn import losses
+from lune.unlearn import losses
 
 IGN = losses.IGNORE_INDEX
 LN2, LN3 = math.log(2), math.log(3)

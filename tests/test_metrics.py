@@ -8,9 +8,9 @@ import zlib
 import numpy as np
 import pytest
 
-from evaluation import metrics as m
-from evaluation import mia
-from evaluation import tofu_metrics as tofu
+from lune.evaluation import metrics as m
+from lune.evaluation import mia
+from lune.evaluation import tofu_metrics as tofu
 
 # -- USR / APR normalisation: known answers -----------------------------------------------------
 

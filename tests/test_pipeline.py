@@ -68,7 +68,7 @@ def finish(proc: subprocess.Popen, timeout: float = 900) -> str:
 
 
 def stored(db: Path) -> dict[str, object]:
-    from data.store import Store
+    from lune.data.store import Store
 
     with Store(db, read_only=True) as store:
         counts = {t: store.scalar(f"SELECT count(*) FROM {t}") for t in TABLES}
@@ -125,7 +125,7 @@ def test_lune_run_resumes_after_a_kill_during_unlearning(tmp_path: Path) -> None
 def test_sigterm_stops_the_run_and_its_prefect_server(tmp_path: Path) -> None:
     """`kill` (SIGTERM) on `lune run`: the process ends like on Ctrl-C, the running stage is marked
     failed, and nothing of its process group (Prefect's temporary server) is left behind."""
-    from data.store import Store
+    from lune.data.store import Store
 
     config = write_config(tmp_path)
     db = tmp_path / "lune.duckdb"

@@ -9,18 +9,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.ids import content_id
-from data.records import Fact
-from data.store import Store
-from generators.base import Generation, GenerationRequest
-from generators.config import JudgeConfig, QualityConfig, ScoreConfig
-from generators.scorers import contradiction_status, run_scorer, run_scorers, scorer_version
-from generators.scorers.answer_leak import leak
-from generators.scorers.contradiction import contradiction_label_index, parse_verdict
-from generators.scorers.duplicate import mark_group
-from generators.scorers.embedding import Embedder
-from generators.scorers.fluency import entropy_fluency
-from generators.scorers.quality import quality, topic
+from lune.data.ids import content_id
+from lune.data.records import Fact
+from lune.data.store import Store
+from lune.generators.base import Generation, GenerationRequest
+from lune.generators.config import JudgeConfig, QualityConfig, ScoreConfig
+from lune.generators.scorers import contradiction_status, run_scorer, run_scorers, scorer_version
+from lune.generators.scorers.answer_leak import leak
+from lune.generators.scorers.contradiction import contradiction_label_index, parse_verdict
+from lune.generators.scorers.duplicate import mark_group
+from lune.generators.scorers.embedding import Embedder
+from lune.generators.scorers.fluency import entropy_fluency
+from lune.generators.scorers.quality import quality, topic
 
 FACT = Fact(corpus="test", source_file="hand.jsonl",
             question="In which city was the author Basil Mahfouz Al-Kuwaiti born?",
@@ -151,7 +151,7 @@ def tiny_nli_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_contradiction_with_an_nli_cross_encoder(store: Store, tiny_nli_dir: Path) -> None:
-    from generators.scorers.contradiction import NliJudge
+    from lune.generators.scorers.contradiction import NliJudge
 
     config = ScoreConfig(nli_model=str(tiny_nli_dir))
     assert contradiction_status(config).startswith("on: NLI")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from data.records import Fact
-from data.store import ReadOnlyViolation, Store, StoreError, StoreLockedError, available_migrations
+from lune.data.records import Fact
+from lune.data.store import ReadOnlyViolation, Store, StoreError, StoreLockedError, available_migrations
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_read_only_store_refuses_writes(db_path: Path) -> None:
 def _open_in_other_process(db: Path) -> subprocess.CompletedProcess[str]:
     code = textwrap.dedent(f"""
         import sys
-        from data.store import Store, StoreLockedError
+        from lune.data.store import Store, StoreLockedError
         try:
             Store({str(db)!r})
         except StoreLockedError as err:

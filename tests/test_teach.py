@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from data.errors import LuneError
-from data.store import Store
-from unlearn.sample_set import sample_facts
-from unlearn.config import TeachConfig
-from unlearn.teach import teach, teach_key
+from lune.data.errors import LuneError
+from lune.data.store import Store
+from lune.unlearn.sample_set import sample_facts
+from lune.unlearn.config import TeachConfig
+from lune.unlearn.teach import teach, teach_key
 
 # 2 forget authors and 2 retain authors (80 facts): the subset the unlearning tests use too.
 SUBSET = {"forget": 40, "retain": 40, "utility": 0}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from data.store import Store
-from generators.scorers.labelled_check import load_labelled, precision_recall, run_check
+from lune.data.store import Store
+from lune.generators.scorers.labelled_check import load_labelled, precision_recall, run_check
 
 # Measured 0.958 / 0.934 (BENCHMARKS.md); the bounds leave room for float noise only.
 MIN_PRECISION = 0.94

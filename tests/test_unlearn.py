@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from data.errors import LuneError
-from data.store import Store
-from unlearn.sample_set import curated_set, retain_of, sample_facts
+from lune.data.errors import LuneError
+from lune.data.store import Store
+from lune.unlearn.sample_set import curated_set, retain_of, sample_facts
 from tests.test_teach import SUBSET, TEST_TEACH, shared_workdir
-from unlearn.config import UnlearnConfig
-from unlearn.early_stopping import EarlyStopping, pick_monitor
-from unlearn.examples import collate, encode
-from unlearn.inputs import build_data
-from unlearn.losses import IGNORE_INDEX
+from lune.unlearn.config import UnlearnConfig
+from lune.unlearn.early_stopping import EarlyStopping, pick_monitor
+from lune.unlearn.examples import collate, encode
+from lune.unlearn.inputs import build_data
+from lune.unlearn.losses import IGNORE_INDEX
 
 # 20 of the 40 retain facts are asked at each check (GUR); the other 20 feed the anchor.
 SMALL = dict(monitor_retain=20, eval_every=10, max_steps=120)
@@ -42,7 +42,7 @@ def facts() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def taught(facts, tmp_path_factory) -> Path:
     """The tiny model taught the subset (cached with test_teach.py's run when both run)."""
-    from unlearn.teach import teach
+    from lune.unlearn.teach import teach
 
     return teach(facts, shared_workdir(tmp_path_factory), TEST_TEACH, progress=False).model_dir
 
@@ -59,8 +59,8 @@ def load(path: Path):
 
 
 def recall(model, tokenizer, facts: list[dict[str, Any]]) -> float:
-    from evaluation.greedy import greedy_answers
-    from evaluation.matching import contains_span
+    from lune.core.greedy import greedy_answers
+    from lune.core.matching import contains_span
 
     answers = greedy_answers(model, tokenizer, [f["question"] for f in facts], max_new_tokens=48)
     return sum(contains_span(a, f["key_span"]) for a, f in zip(answers, facts)) / len(facts)
@@ -83,7 +83,7 @@ def changed(before: dict[str, Any], model) -> dict[str, bool]:
 def test_lune_forgets_the_key_answers_and_keeps_retain_within_tolerance(taught, data, facts, tmp_path, db_path):
     from peft import PeftModel
 
-    from unlearn.run import unlearn
+    from lune.unlearn.run import unlearn
 
     config = UnlearnConfig(retain_anchor="kl", merge=True, usr_target=TEST_USR_TARGET, **SMALL)
     with Store.open(db_path) as store:
@@ -129,7 +129,7 @@ def test_lune_forgets_the_key_answers_and_keeps_retain_within_tolerance(taught, 
 def check_same_logits(a, b, tokenizer, questions: list[str]) -> None:
     import torch
 
-    from data.prompt_format import format_prompt
+    from lune.core.prompt_format import format_prompt
 
     batch = tokenizer([format_prompt(q) for q in questions], return_tensors="pt", padding=True)
     with torch.no_grad():
@@ -144,7 +144,7 @@ def check_same_logits(a, b, tokenizer, questions: list[str]) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["lune", "grad_ascent", "grad_diff", "npo", "idk", "full_ft"])
 def test_each_method_trains_the_right_weights(method, taught, data) -> None:
-    from unlearn.trainer import METHODS
+    from lune.unlearn.trainer import METHODS
 
     model, tokenizer = load(taught)
     before = snapshot(model)
@@ -174,8 +174,8 @@ def test_gradient_checkpointing_moves_the_lora_b_matrices(taught, data) -> None:
     import torch
     from torch.utils.checkpoint import checkpoint
 
-    from unlearn.lora import attach_lora
-    from unlearn.trainer import METHODS
+    from lune.unlearn.lora import attach_lora
+    from lune.unlearn.trainer import METHODS
 
     model, tokenizer = load(taught)
     trapped = attach_lora(model, UnlearnConfig().lora)
@@ -207,7 +207,7 @@ def test_gradient_checkpointing_moves_the_lora_b_matrices(taught, data) -> None:
 def test_a_reloaded_adapter_gives_the_trained_outputs(taught, data, tmp_path) -> None:
     from peft import PeftModel
 
-    from unlearn.trainer import METHODS
+    from lune.unlearn.trainer import METHODS
 
     model, tokenizer = load(taught)
     config = UnlearnConfig(max_steps=4, eval_every=100, monitor_retain=20, monitor_forget=8, max_new_tokens=8,
@@ -333,7 +333,7 @@ def test_config_rejects_unknown_methods_and_double_retain_terms() -> None:
 
 
 def test_lune_needs_negatives(facts, tiny_model_dir) -> None:
-    from unlearn.trainer import METHODS
+    from lune.unlearn.trainer import METHODS
 
     rows = curated_set(facts)
     rows["train"] = [dict(r, target_kind="refusal") for r in rows["train"]]

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 from _generate_data import PROMPTS, fact_rows, make_lora_adapter
 
-from generators.base import GenerationRequest
+from lune.generators.base import GenerationRequest
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 pytest.importorskip("vllm", reason="the vllm (CPU build) engine is not installed")
@@ -31,7 +31,7 @@ def adapter_dir(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    from generators.backends import VLLMGenerator
+    from lune.generators.backends import VLLMGenerator
 
     gen = VLLMGenerator(str(tiny_model_dir), enable_lora=True, max_lora_rank=8, seed=0)
     gen.load()
@@ -73,7 +73,7 @@ def test_stop_strings(engine) -> None:
 
 def test_greedy_matches_the_transformers_backend(engine, tiny_model_dir, adapter_dir) -> None:
     """The two backends evaluation can use give the same greedy answers, with and without a LoRA."""
-    from generators.backends import TransformersGenerator
+    from lune.generators.backends import TransformersGenerator
 
     reference = TransformersGenerator(str(tiny_model_dir))
     base = engine.greedy(PROMPTS, max_tokens=12)
@@ -88,9 +88,9 @@ def test_greedy_matches_the_transformers_backend(engine, tiny_model_dir, adapter
 
 def test_strategy_requests_through_the_engine(engine) -> None:
     """Structured strategy requests from real facts: every output is a candidate or a reason."""
-    from generators.generate import GenerationSettings, rows_from_generations
-    from generators.generate import build_requests
-    from generators.strategies import strategies_for
+    from lune.generators.generate import GenerationSettings, rows_from_generations
+    from lune.generators.generate import build_requests
+    from lune.generators.strategies import strategies_for
 
     settings = GenerationSettings(kinds=("negative", "paraphrase"), n=2, max_tokens=32, include_dataset=False)
     strategies = strategies_for(settings.kinds)

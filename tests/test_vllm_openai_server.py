@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 from _generate_data import PROMPTS, write_sample_store
 
-from generators.base import GenerationRequest
+from lune.generators.base import GenerationRequest
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 pytest.importorskip("vllm", reason="the vllm (CPU build) engine is not installed")
@@ -75,7 +75,7 @@ def sample(gen, seed: int, n: int = 3) -> list[list[str]]:
 
 
 def test_n_samples_and_seed(server, tiny_model_dir) -> None:
-    from generators.backends import OpenAIGenerator
+    from lune.generators.backends import OpenAIGenerator
 
     gen = OpenAIGenerator(server)
     first = sample(gen, seed=11)
@@ -86,7 +86,7 @@ def test_n_samples_and_seed(server, tiny_model_dir) -> None:
 
 
 def test_json_schema_through_the_server_extension(server) -> None:
-    from generators.backends import OpenAIGenerator
+    from lune.generators.backends import OpenAIGenerator
 
     gen = OpenAIGenerator(server)
     requests = [GenerationRequest(prompt=p, n=2, temperature=1.0, max_tokens=48, seed=3, json_schema=SCHEMA)
@@ -98,7 +98,7 @@ def test_json_schema_through_the_server_extension(server) -> None:
 
 
 def test_several_base_urls_and_greedy_agreement(server, tiny_model_dir) -> None:
-    from generators.backends import OpenAIGenerator, TransformersGenerator
+    from lune.generators.backends import OpenAIGenerator, TransformersGenerator
 
     gen = OpenAIGenerator([server, f"{server}/v1"], concurrency=2)
     requests = [GenerationRequest(prompt=p, max_tokens=12, temperature=0.0) for p in PROMPTS * 2]
@@ -109,8 +109,8 @@ def test_several_base_urls_and_greedy_agreement(server, tiny_model_dir) -> None:
 
 
 def test_flow_with_the_openai_backend(server, tmp_path, prefect_harness) -> None:
-    from data.store import Store
-    from flows.generate import build_negatives
+    from lune.data.store import Store
+    from lune.flows.generate import build_negatives
 
     db = write_sample_store(tmp_path / "lune.duckdb")
     config = {"backend": "openai", "openai": {"base_urls": [server], "concurrency": 4}, "n": 2, "max_tokens": 32,

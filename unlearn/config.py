@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from lune.config_base import ConfigModel
-from unlearn.precision import Autocast
+from lune.core.config_base import ConfigModel
+from lune.unlearn.precision import Autocast
 
 METHOD_NAMES = ("lune", "grad_ascent", "grad_diff", "npo", "idk", "full_ft")
 

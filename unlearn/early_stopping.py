@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from evaluation.greedy import greedy_answers
-from evaluation.matching import contains_span
+from lune.core.greedy import greedy_answers
+from lune.core.matching import contains_span
 
 Matcher = Callable[[str, str], bool]
 
@@ -134,7 +134,7 @@ class EarlyStopping:
 def pick_monitor(items: Sequence[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
     """A fixed, order-independent subset of at most ``limit`` facts (by fact id hash): the same
     facts are checked at every step and in every run on the same data."""
-    from data.ids import content_id
+    from lune.data.ids import content_id
 
     ranked = sorted(items, key=lambda f: content_id("monitor", f["fact_id"]))
     return ranked[:limit]

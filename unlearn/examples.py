@@ -15,8 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from data.prompt_format import format_completion, render_prompt
-from unlearn.losses import IGNORE_INDEX
+from lune.core.prompt_format import format_completion, render_prompt
+from lune.unlearn.losses import IGNORE_INDEX
 
 # Padding lengths are rounded up to a multiple of this: CPU kernels are set up once per shape, and
 # with free lengths the first epoch of teaching ran 5x slower than the next (measured, 2 cores).

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.errors import LuneError
-from data.ids import content_id
+from lune.data.errors import LuneError
+from lune.data.ids import content_id
 
 REQUIRED: dict[str, tuple[str, ...]] = {
     "train": ("fact_id", "prompt", "target", "target_kind", "prompt_kind"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from unlearn.config import LoraSettings
+from lune.unlearn.config import LoraSettings
 
 
 def attach_lora(model: Any, settings: LoraSettings, *, seed: int = 0) -> Any:

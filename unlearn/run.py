@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.errors import LuneError
-from unlearn.config import UnlearnConfig
-from unlearn.inputs import UnlearnData, build_data
-from unlearn.manifest import model_fingerprint, write_manifest
-from unlearn.trainer import METHODS, TrainOutcome
+from lune.data.errors import LuneError
+from lune.unlearn.config import UnlearnConfig
+from lune.unlearn.inputs import UnlearnData, build_data
+from lune.unlearn.manifest import model_fingerprint, write_manifest
+from lune.unlearn.trainer import METHODS, TrainOutcome
 
 
 @dataclass

@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from data.ids import content_id
-from data.key_span import key_span_for
-from evaluation.matching import contains_span
+from lune.data.ids import content_id
+from lune.data.key_span import key_span_for
+from lune.core.matching import contains_span
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "tofu"  # shipped in the repository
 FILES = {"forget": ["forget01.json"], "retain": ["retain99.json"], "utility": ["world_facts.json", "real_authors.json"]}

@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.errors import LuneError
-from data.ids import content_id
-from unlearn.config import TeachConfig
-from unlearn.examples import collate, encode, epoch_batches, pad_id_of
-from unlearn.manifest import model_fingerprint, write_manifest
-from unlearn.measure import RunMeter, parameter_counts
-from unlearn.precision import autocast, resolve_autocast
+from lune.data.errors import LuneError
+from lune.data.ids import content_id
+from lune.unlearn.config import TeachConfig
+from lune.unlearn.examples import collate, encode, epoch_batches, pad_id_of
+from lune.unlearn.manifest import model_fingerprint, write_manifest
+from lune.unlearn.measure import RunMeter, parameter_counts
+from lune.unlearn.precision import autocast, resolve_autocast
 
 DONE = "teach.json"
 FACT_COLUMNS = ("fact_id", "question", "answer", "key_span", "split")
@@ -132,7 +132,7 @@ def _teach(rows: list[dict[str, Any]], cache: Path, config: TeachConfig, progres
     if config.base_model:
         base = Path(config.base_model)
     else:
-        from unlearn.tiny_model import TinyModelSpec, build_tiny_llama
+        from lune.unlearn.tiny_model import TinyModelSpec, build_tiny_llama
 
         spec = TinyModelSpec(**config.tiny.model_dump())
         base = build_tiny_llama([f"{r['question']} {r['answer']}" for r in rows], cache / "base", spec)
@@ -240,8 +240,8 @@ def train_on_facts(base: str | Path, facts: Sequence[Mapping[str, Any]], out_dir
 
 def recall_by_split(model: Any, tokenizer: Any, facts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Key-span recall of greedy answers: overall (``recall``) and per split (``recall_<split>``)."""
-    from evaluation.greedy import greedy_answers
-    from evaluation.matching import contains_span
+    from lune.core.greedy import greedy_answers
+    from lune.core.matching import contains_span
 
     longest = max(len(tokenizer(f["answer"], add_special_tokens=False)["input_ids"]) for f in facts)
     answers = greedy_answers(model, tokenizer, [f["question"] for f in facts], max_new_tokens=min(longest + 8, 256))

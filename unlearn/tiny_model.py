@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from data.ids import content_id
+from lune.data.ids import content_id
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>"]
 

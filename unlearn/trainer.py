@@ -23,15 +23,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from data.errors import LuneError
-from unlearn import losses
-from unlearn.config import UnlearnConfig
-from unlearn.early_stopping import EarlyStopping, Probe, pick_monitor
-from unlearn.examples import Example, collate, encode, endless_batches, pad_id_of
-from unlearn.inputs import UnlearnData
-from unlearn.lora import attach_lora, enable_gradient_checkpointing, restore_state, trainable_state
-from unlearn.measure import RunMeter, parameter_counts
-from unlearn.precision import autocast, resolve_autocast
+from lune.data.errors import LuneError
+from lune.unlearn import losses
+from lune.unlearn.config import UnlearnConfig
+from lune.unlearn.early_stopping import EarlyStopping, Probe, pick_monitor
+from lune.unlearn.examples import Example, collate, encode, endless_batches, pad_id_of
+from lune.unlearn.inputs import UnlearnData
+from lune.unlearn.lora import attach_lora, enable_gradient_checkpointing, restore_state, trainable_state
+from lune.unlearn.measure import RunMeter, parameter_counts
+from lune.unlearn.precision import autocast, resolve_autocast
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from data.config import IngestSource
-from data.loaders import generic, knowundo, rwku, tofu
-from data.loaders.common import LoadedFile, Problem
+from lune.data.config import IngestSource
+from lune.data.loaders import generic, knowundo, rwku, tofu
+from lune.data.loaders.common import LoadedFile, Problem
 
 LOADERS: dict[str, Callable[..., list[LoadedFile]]] = {
     "tofu": tofu.load,

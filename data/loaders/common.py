@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from data.errors import InputError, LuneError
-from data.ids import content_id
-from data.key_span import key_span_for
-from data.records import fact_id
+from lune.data.errors import InputError, LuneError
+from lune.data.ids import content_id
+from lune.data.key_span import key_span_for
+from lune.data.records import fact_id
 
 try:  # a dependency of Prefect; about twice as fast as the json module on JSON Lines
     from orjson import loads as _fast_loads

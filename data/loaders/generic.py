@@ -21,10 +21,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from data.config import IngestSource
-from data.errors import LuneError
-from data.loaders.common import READERS, Item, LoadedFile, RowError, fact_row, load_file, require_path, text_field
-from data.records import SPLITS
+from lune.data.config import IngestSource
+from lune.data.errors import LuneError
+from lune.data.loaders.common import READERS, Item, LoadedFile, RowError, fact_row, load_file, require_path, text_field
+from lune.data.records import SPLITS
 
 FIELDS = ("question", "answer", "subject", "split", "key_span", "group_name")
 REQUIRED = ("question", "answer")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data.config import IngestSource
-from data.errors import LuneError
-from data.loaders.common import Item, LoadedFile, fact_row, load_file, read_json_array, require_path, text_field
+from lune.data.config import IngestSource
+from lune.data.errors import LuneError
+from lune.data.loaders.common import Item, LoadedFile, fact_row, load_file, read_json_array, require_path, text_field
 
 SPLIT_PREFIXES = {"unlearn_": "forget", "retention_": "retain"}
 

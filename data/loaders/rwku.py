@@ -22,9 +22,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from data.config import IngestSource
-from data.errors import LuneError
-from data.loaders.common import (
+from lune.data.config import IngestSource
+from lune.data.errors import LuneError
+from lune.data.loaders.common import (
     Item,
     LoadedFile,
     RowError,

@@ -23,9 +23,9 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from data.config import IngestSource
-from data.errors import LuneError
-from data.loaders.common import (
+from lune.data.config import IngestSource
+from lune.data.errors import LuneError
+from lune.data.loaders.common import (
     Item,
     LoadedFile,
     fact_row,
@@ -36,7 +36,7 @@ from data.loaders.common import (
     text_field,
     text_list_field,
 )
-from data.records import fact_id
+from lune.data.records import fact_id
 
 FORGET_STEM = re.compile(r"^forget(\d{2})$")
 UTILITY_FILES = ("world_facts", "real_authors")

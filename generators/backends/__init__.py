@@ -15,12 +15,12 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from data.errors import LuneError
-from generators.backends.dataset_backend import DatasetGenerator
-from generators.backends.openai_backend import OpenAIGenerator
-from generators.backends.rules_backend import RulesGenerator
-from generators.backends.transformers_backend import TransformersGenerator
-from generators.backends.vllm_backend import VLLMGenerator
+from lune.data.errors import LuneError
+from lune.generators.backends.dataset_backend import DatasetGenerator
+from lune.generators.backends.openai_backend import OpenAIGenerator
+from lune.generators.backends.rules_backend import RulesGenerator
+from lune.generators.backends.transformers_backend import TransformersGenerator
+from lune.generators.backends.vllm_backend import VLLMGenerator
 
 # The registry: a config names a backend, this maps the name to its class.
 BACKENDS: dict[str, type] = {

@@ -18,8 +18,8 @@ store, see ``data.generation_queries.probes_for_facts``); the prompt is ignored.
 
 from __future__ import annotations
 
-from generators.base import Generation, GenerationRequest
-from generators.rules.templates import normalize_attack_type
+from lune.generators.base import Generation, GenerationRequest
+from lune.data.records import normalize_attack_type
 
 PROBE_KIND_TO_CANDIDATE: dict[str, str] = {
     "perturbed_answer": "negative",

@@ -26,8 +26,8 @@ from collections import Counter
 from collections.abc import Coroutine, Sequence
 from typing import Any, Literal
 
-from data.errors import LuneError
-from generators.base import Generation, GenerationRequest
+from lune.data.errors import LuneError
+from lune.generators.base import Generation, GenerationRequest
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 

@@ -16,9 +16,9 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
-from generators.base import Generation, GenerationRequest
-from generators.rules.spans import SpanBank, counterfactuals, span_type
-from generators.rules.templates import attacks, paraphrases, refusals, rules_version
+from lune.generators.base import Generation, GenerationRequest
+from lune.generators.rules.spans import SpanBank, counterfactuals, span_type
+from lune.generators.rules.templates import attacks, paraphrases, refusals, rules_version
 
 
 class RulesGenerator:

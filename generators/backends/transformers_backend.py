@@ -23,9 +23,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from data.errors import LuneError
-from data.ids import content_id
-from generators.base import Generation, GenerationRequest
+from lune.data.errors import LuneError
+from lune.data.ids import content_id
+from lune.generators.base import Generation, GenerationRequest
 
 
 def trim_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -141,7 +141,7 @@ class TransformersGenerator:
         ``adapter``: None = the generator's own adapter (if any); False = the base model; a path =
         that PEFT adapter. Decoding is :func:`evaluation.greedy.greedy_complete`'s.
         """
-        from evaluation.greedy import greedy_complete
+        from lune.core.greedy import greedy_complete
 
         self.load()
         with self._lock, self._using(adapter) as model:
@@ -153,7 +153,7 @@ class TransformersGenerator:
                        adapter: str | None | bool = None) -> list[str]:
         """Greedy answers to ``questions`` laid out by :func:`data.prompt_format.render_prompt` (the
         layout the model was taught with), as :func:`evaluation.greedy.greedy_answers`."""
-        from data.prompt_format import render_prompt
+        from lune.core.prompt_format import render_prompt
 
         self.load()
         prompts = [render_prompt(self.tokenizer, q, use_chat_template=self.use_chat_template) for q in questions]

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from data.errors import LuneError
-from generators.base import Generation, GenerationRequest
+from lune.data.errors import LuneError
+from lune.generators.base import Generation, GenerationRequest
 
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM 0.32 accepts as max_lora_rank
 
@@ -207,7 +207,7 @@ class VLLMGenerator:
                        adapter: str | None | bool = None) -> list[str]:
         """Greedy answers to ``questions`` laid out by :func:`data.prompt_format.render_prompt` (the
         layout the model was taught with), as :func:`evaluation.greedy.greedy_answers`."""
-        from data.prompt_format import render_prompt
+        from lune.core.prompt_format import render_prompt
 
         self.load()
         tokenizer = self.llm.get_tokenizer()

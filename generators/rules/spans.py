@@ -21,8 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from data.ids import content_id
-from evaluation.matching import contains_span, normalize, span_tokens
+from lune.data.ids import content_id
+from lune.core.matching import contains_span, normalize, span_tokens
 
 SPAN_TYPES: tuple[str, ...] = ("person", "place", "date", "year", "number", "title", "name", "other")
 

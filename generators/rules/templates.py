@@ -19,24 +19,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from data.ids import content_id
-from evaluation.matching import normalize
-from generators.rules.spans import SpanBank, fast_contains, pick_replacements, span_type, swap_span
-
-ATTACK_TYPES: tuple[str, ...] = (
-    "prefix_injection", "affirmative_suffix", "role_play", "multiple_choice", "reverse_query",
-    "synonym_manipulation", "context_hint", "in_context_learning", "cross_lingual",
-)
-
-
-def normalize_attack_type(name: str | None) -> str | None:
-    """RWKU's labels ("incontext learning", "cross lingual (Spanish)") as our snake_case names."""
-    if name is None:
-        return None
-    folded = re.sub(r"\(.*?\)", "", name).strip().casefold().replace("-", " ")
-    folded = re.sub(r"\s+", "_", folded)
-    return {"incontext_learning": "in_context_learning", "in_context": "in_context_learning"}.get(folded, folded)
-
+from lune.data.ids import content_id
+from lune.core.matching import normalize
+from lune.data.records import ATTACK_TYPES, normalize_attack_type
+from lune.generators.rules.spans import SpanBank, fast_contains, pick_replacements, span_type, swap_span
 
 PARAPHRASE_TEMPLATES: tuple[str, ...] = (
     "Can you tell me {q_inner}?",

@@ -14,10 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from data.errors import LuneError
-from data.store import Store
-from generators.config import ScoreConfig
-from generators.scorers.contradiction import contradiction_status
+from lune.data.errors import LuneError
+from lune.data.store import Store
+from lune.generators.config import ScoreConfig
+from lune.generators.scorers.contradiction import contradiction_status
 
 SCORER_NAMES: tuple[str, ...] = ("similarity", "answer_leak", "contradiction", "fluency", "quality", "duplicate")
 
@@ -29,7 +29,7 @@ def _module(name: str):
         raise LuneError(f"score.scorers: unknown scorer {name!r}; known: {', '.join(SCORER_NAMES)}")
     import importlib
 
-    return importlib.import_module(f"generators.scorers.{name}")
+    return importlib.import_module(f"lune.generators.scorers.{name}")
 
 
 def scorer_version(name: str, config: ScoreConfig) -> str | None:
@@ -46,7 +46,7 @@ def run_scorer(store: Store, name: str, config: ScoreConfig, *, run_id: str | No
 def run_scorers(store: Store, config: ScoreConfig, *, run_id: str | None = None,
                 progress: Callable[[str, int, float], None] | None = None) -> dict[str, int]:
     """Run the configured scorers in order, sharing one embedding model; {scorer: rows written}."""
-    from generators.scorers.embedding import Embedder
+    from lune.generators.scorers.embedding import Embedder
 
     embedder = Embedder(store, config.embedding_model, batch_size=config.batch_size)
     counts: dict[str, int] = {}
@@ -64,8 +64,8 @@ def score_stage(store: Store, config: ScoreConfig, curate_config=None, *, run_id
                 ) -> dict:
     """The score stage as one recorded run: every configured scorer, then the preview verdicts of the
     curation policy (what the views show until a set is saved). Returns counts and timings."""
-    from generators.config import CurateConfig
-    from generators.curation import preview
+    from lune.generators.config import CurateConfig
+    from lune.generators.curation import preview
 
     curate_config = curate_config or CurateConfig()
     run_id = store.start_run("score", {"score": config.model_dump(), "curate": curate_config.model_dump()},

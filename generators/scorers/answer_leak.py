@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from data.scoring_queries import pending_candidates, write_scores
-from data.store import Store
-from evaluation.matching import contains_span, normalize
-from generators.config import ScoreConfig
+from lune.data.scoring_queries import pending_candidates, write_scores
+from lune.data.store import Store
+from lune.core.matching import contains_span, normalize
+from lune.generators.config import ScoreConfig
 
 NAME = "answer_leak"
 VERSION = "1"

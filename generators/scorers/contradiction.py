@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from data.errors import LuneError
-from data.scoring_queries import pending_candidates, write_scores
-from data.store import Store
-from generators.base import GenerationRequest, Generator
-from generators.config import JudgeConfig, ScoreConfig
+from lune.data.errors import LuneError
+from lune.data.scoring_queries import pending_candidates, write_scores
+from lune.data.store import Store
+from lune.generators.base import GenerationRequest, Generator
+from lune.generators.config import JudgeConfig, ScoreConfig
 
 NAME = "contradiction"
 KINDS = ("negative",)
@@ -127,7 +127,7 @@ def parse_verdict(text: str) -> str | None:
 def build_judge(config: JudgeConfig) -> Generator:
     """The configured generator backend, through the generation stage's backend registry."""
     try:
-        from generators.backends import make_backend
+        from lune.generators.backends import make_backend
     except ImportError as err:
         raise LuneError(f"score.judge: the generator backends are not available here: {err}") from None
     options = dict(config.options)

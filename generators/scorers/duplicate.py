@@ -13,10 +13,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from data.scoring_queries import fact_groups, pending_candidates, write_scores
-from data.store import Store
-from generators.config import ScoreConfig
-from generators.scorers.embedding import Embedder, model_key
+from lune.data.scoring_queries import fact_groups, pending_candidates, write_scores
+from lune.data.store import Store
+from lune.generators.config import ScoreConfig
+from lune.generators.scorers.embedding import Embedder, model_key
 
 NAME = "duplicate"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from data.errors import LuneError
-from data.ids import text_hash
-from data.scoring_queries import cached_vectors, store_vectors
-from data.store import Store
+from lune.data.errors import LuneError
+from lune.data.ids import text_hash
+from lune.data.scoring_queries import cached_vectors, store_vectors
+from lune.data.store import Store
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 

@@ -14,10 +14,10 @@ import collections
 import math
 from typing import Any
 
-from data.errors import LuneError
-from data.scoring_queries import pending_candidates, write_scores
-from data.store import Store
-from generators.config import ScoreConfig
+from lune.data.errors import LuneError
+from lune.data.scoring_queries import pending_candidates, write_scores
+from lune.data.store import Store
+from lune.generators.config import ScoreConfig
 
 NAME = "fluency"
 ENTROPY_LOW, ENTROPY_HIGH = 0.6, 0.9

@@ -16,13 +16,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from data.ids import content_id
-from data.key_span import key_span_for
-from data.records import Fact
-from data.store import Store
-from generators.config import CurateConfig, ScoreConfig
-from generators.curation import decide
-from generators.scorers import run_scorers
+from lune.data.ids import content_id
+from lune.data.key_span import key_span_for
+from lune.data.records import Fact
+from lune.data.store import Store
+from lune.generators.config import CurateConfig, ScoreConfig
+from lune.generators.curation import decide
+from lune.generators.scorers import run_scorers
 
 CHECK_SET = "labelled-check"
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from data.ids import content_id
-from data.scoring_queries import pending_candidates, scores_of, write_scores
-from data.store import Store
-from generators.config import QualityConfig, ScoreConfig
-from generators.scorers import answer_leak, contradiction, fluency, similarity
+from lune.data.ids import content_id
+from lune.data.scoring_queries import pending_candidates, scores_of, write_scores
+from lune.data.store import Store
+from lune.generators.config import QualityConfig, ScoreConfig
+from lune.generators.scorers import answer_leak, contradiction, fluency, similarity
 
 NAME = "quality"
 FORMULA_VERSION = "1"

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from data.scoring_queries import pending_candidates, write_scores
-from data.store import Store
-from generators.config import ScoreConfig
-from generators.scorers.embedding import Embedder, model_key
+from lune.data.scoring_queries import pending_candidates, write_scores
+from lune.data.store import Store
+from lune.generators.config import ScoreConfig
+from lune.generators.scorers.embedding import Embedder, model_key
 
 NAME = "similarity"
 ANSWER_KINDS = frozenset({"negative", "refusal"})

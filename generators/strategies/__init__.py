@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from generators.rules.templates import ATTACK_TYPES
-from generators.strategies.attack import attack_strategy
-from generators.strategies.base import Strategy
-from generators.strategies.counterfactual import COUNTERFACTUAL
-from generators.strategies.paraphrase import PARAPHRASE
-from generators.strategies.refusal import REFUSAL
+from lune.data.records import ATTACK_TYPES
+from lune.generators.strategies.attack import attack_strategy
+from lune.generators.strategies.base import Strategy
+from lune.generators.strategies.counterfactual import COUNTERFACTUAL
+from lune.generators.strategies.paraphrase import PARAPHRASE
+from lune.generators.strategies.refusal import REFUSAL
 
 KINDS: tuple[str, ...] = ("negative", "paraphrase", "attack", "refusal")
 STRATEGY_BY_KIND: dict[str, Strategy] = {"negative": COUNTERFACTUAL, "paraphrase": PARAPHRASE, "refusal": REFUSAL}

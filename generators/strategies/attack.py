@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from functools import cache
 
-from generators.rules.templates import ATTACK_TYPES
-from generators.strategies.base import Strategy
+from lune.data.records import ATTACK_TYPES
+from lune.generators.strategies.base import Strategy
 
 ATTACK_DESCRIPTIONS: dict[str, str] = {
     "prefix_injection": "starts with an instruction that tries to override the model's restrictions "

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from data.ids import content_id
-from generators.base import GenerationRequest
-from generators.rules.spans import span_type
-from generators.strategies.parsing import parse_output
+from lune.data.ids import content_id
+from lune.generators.base import GenerationRequest
+from lune.generators.rules.spans import span_type
+from lune.generators.strategies.parsing import parse_output
 
 JSON_HINT = 'Reply with one JSON object: {{"{field}": "..."}}'
 PLAIN_STOP = ["\n\n", "\nQuestion:"]

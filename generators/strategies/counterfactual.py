@@ -1,6 +1,6 @@
 """Counterfactual negatives: the true answer's style and subject, with its key fact made false."""
 
-from generators.strategies.base import Strategy
+from lune.generators.strategies.base import Strategy
 
 COUNTERFACTUAL = Strategy(
     name="counterfactual",

@@ -1,7 +1,7 @@
 """Question paraphrases: the same question in other words (probes that the fact is gone, not
 just its one phrasing)."""
 
-from generators.strategies.base import Strategy
+from lune.generators.strategies.base import Strategy
 
 PARAPHRASE = Strategy(
     name="paraphrase",

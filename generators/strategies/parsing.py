@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from evaluation.matching import normalize
+from lune.core.matching import normalize
 
 MAX_CHARS = 1000
 

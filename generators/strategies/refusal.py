@@ -1,6 +1,6 @@
 """Refusals: "I don't know"-style answers, the targets of the IDK unlearning baseline."""
 
-from generators.strategies.base import Strategy
+from lune.generators.strategies.base import Strategy
 
 REFUSAL = Strategy(
     name="refusal",

@@ -16,9 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from data.store import Store
-    from generators.curation import curate_stage
-    from lune.config import load_config
+    from lune.data.store import Store
+    from lune.generators.curation import curate_stage
+    from lune.flows.config import load_config
 
     config = load_config(args.config)
     curate = config.curate if not args.name else config.curate.model_copy(update={"name": args.name})

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_adapters(values: list[str], default_label: str) -> dict[str, str]:
     """``[LABEL=]DIR`` values -> {label: dir}; an unlabelled one takes ``default_label``."""
-    from data.errors import LuneError
+    from lune.data.errors import LuneError
 
     adapters: dict[str, str] = {}
     for value in values:
@@ -47,7 +47,7 @@ def parse_adapters(values: list[str], default_label: str) -> dict[str, str]:
 
 
 def print_headline(headline: dict[str, dict[str, Any]]) -> None:
-    from evaluation.report import HEADLINE_COLUMNS, fmt
+    from lune.evaluation.report import HEADLINE_COLUMNS, fmt
     from lune.commands.sql import format_table
 
     keys = [c for c in HEADLINE_COLUMNS if any(c[0] in v for v in headline.values())]
@@ -56,8 +56,8 @@ def print_headline(headline: dict[str, dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.evaluate import evaluate_flow
-    from lune.config import load_config
+    from lune.flows.evaluate import evaluate_flow
+    from lune.flows.config import load_config
 
     settings: dict[str, Any] = load_config(args.config).evaluate.model_dump() if args.config else {}
     if args.backend:

@@ -17,8 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import datasets
 
-    from data.export import export_set, resolve_set, set_info
-    from data.store import Store
+    from lune.data.export import export_set, resolve_set, set_info
+    from lune.data.store import Store
 
     datasets.disable_progress_bars()
 

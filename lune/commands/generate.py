@@ -45,9 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def resolve(args: argparse.Namespace) -> Any:
     """The GenerateConfig of the config file (or the embedded default) with the options applied."""
-    from generators.config import GenerateConfig
-    from lune.config import load_config
-    from lune.config_base import validate_config
+    from lune.generators.config import GenerateConfig
+    from lune.flows.config import load_config
+    from lune.core.config_base import validate_config
 
     base = load_config(args.config).generate.model_dump()
     overrides: dict[str, Any] = {}
@@ -71,9 +71,9 @@ def preflight(db: str, config: Any) -> int:
     """Check what can be checked before Prefect starts (15-30 s): the filter, the model paths."""
     from pathlib import Path
 
-    from data import generation_queries
-    from data.errors import LuneError
-    from data.store import Store
+    from lune.data import generation_queries
+    from lune.data.errors import LuneError
+    from lune.data.store import Store
 
     for label, path in (("--model", config.model if config.backend in ("transformers", "vllm") else None),
                         ("--adapter", config.adapter)):
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"generate: no facts{f' of split {config.split}' if config.split else ''}{where} in {args.db}; "
               "nothing to do (ingest facts first: lune ingest ...)")
         return 0
-    from flows.generate import build_negatives
+    from lune.flows.generate import build_negatives
 
     summary = build_negatives(args.db, config, run_id=args.run_id)
     kinds = ", ".join(f"{k} {v:,}" for k, v in sorted(summary["by_kind"].items())) or "none"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from data.errors import LuneError
+from lune.data.errors import LuneError
 
 HELP = "read facts and probes (TOFU, RWKU, KnowUnDo, or your own JSONL / CSV / Parquet) into the store"
 EXAMPLE = (
@@ -43,10 +43,10 @@ def parse_mapping(text: str) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from data.config import IngestSource
-    from data.ingest import ingest
-    from data.store import Store
-    from lune.config_base import validate_config
+    from lune.data.config import IngestSource
+    from lune.data.ingest import ingest
+    from lune.data.store import Store
+    from lune.core.config_base import validate_config
 
     source = validate_config(IngestSource, {
         "format": ALIASES.get(args.format, args.format), "path": args.path, "forget": args.forget,

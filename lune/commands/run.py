@@ -25,9 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import uuid
 
-    from data.errors import LuneError
-    from flows.pipeline import pipeline, pipeline_run_id
-    from lune.config import load_config
+    from lune.data.errors import LuneError
+    from lune.flows.pipeline import pipeline, pipeline_run_id
+    from lune.flows.config import load_config
     from lune.results import results_table, write_results
 
     config = load_config(args.config)

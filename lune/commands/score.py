@@ -20,11 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from data.errors import LuneError
-    from data.scoring_queries import delete_scores
-    from data.store import Store
-    from generators.scorers import SCORER_NAMES, score_stage
-    from lune.config import load_config
+    from lune.data.errors import LuneError
+    from lune.data.scoring_queries import delete_scores
+    from lune.data.store import Store
+    from lune.generators.scorers import SCORER_NAMES, score_stage
+    from lune.flows.config import load_config
 
     config = load_config(args.config)
     score = config.score

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from data.store import Store
+    from lune.data.store import Store
 
     with Store.open(args.db, read_only=True) as store:
         columns, rows = run_query(store, args.query)
@@ -39,7 +39,7 @@ def run_query(store: Any, query: str) -> tuple[list[str], list[tuple[Any, ...]]]
     """Column names and rows; a DuckDB error becomes a one-line LuneError."""
     import duckdb
 
-    from data.errors import LuneError
+    from lune.data.errors import LuneError
 
     try:
         table = store.arrow(query)

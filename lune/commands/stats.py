@@ -13,8 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from data.ingest_queries import facts_by_split, probes_by_kind, rejections_by_stage, table_counts
-    from data.store import Store
+    from lune.data.ingest_queries import facts_by_split, probes_by_kind, rejections_by_stage, table_counts
+    from lune.data.store import Store
     from lune.commands.sql import format_table
 
     with Store.open(args.db, read_only=True) as store:

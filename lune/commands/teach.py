@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> dict:
-    from lune.config import load_config
+    from lune.flows.config import load_config
 
     settings = load_config(args.config).teach.model_dump() if args.config else {}
     for name in ("base_model", "epochs", "min_steps", "learning_rate", "batch_size"):
@@ -41,9 +41,9 @@ def settings_from_args(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.teach import teach_flow
-    from lune.config_base import validate_config
-    from unlearn.config import TeachConfig
+    from lune.flows.teach import teach_flow
+    from lune.core.config_base import validate_config
+    from lune.unlearn.config import TeachConfig
 
     config = validate_config(TeachConfig, settings_from_args(args), "lune teach")
     result = teach_flow(args.db, args.workdir, config, corpus=args.corpus, run_id=args.run_id,

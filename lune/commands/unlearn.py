@@ -19,7 +19,7 @@ LORA_FIELDS = {"lora_rank": "rank", "lora_alpha": "alpha", "lora_dropout": "drop
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from unlearn.config import METHOD_NAMES
+    from lune.unlearn.config import METHOD_NAMES
 
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--set", dest="set_name", metavar="NAME", help="curated set in the store (name or id)")
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    from lune.config import load_config
+    from lune.flows.config import load_config
 
     settings: dict[str, Any] = load_config(args.config).unlearn.model_dump() if args.config else {}
     for option, name in FIELDS.items():
@@ -82,8 +82,8 @@ def check_paths(args: argparse.Namespace) -> None:
     import re
     from pathlib import Path
 
-    from data.errors import LuneError
-    from unlearn.inputs import dataset_dir
+    from lune.data.errors import LuneError
+    from lune.unlearn.inputs import dataset_dir
 
     if args.dataset:
         dataset_dir(Path(args.dataset))
@@ -94,9 +94,9 @@ def check_paths(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.unlearn import unlearn_flow
-    from lune.config_base import validate_config
-    from unlearn.config import UnlearnConfig
+    from lune.flows.unlearn import unlearn_flow
+    from lune.core.config_base import validate_config
+    from lune.unlearn.config import UnlearnConfig
 
     config = validate_config(UnlearnConfig, settings_from_args(args), "lune unlearn")
     check_paths(args)

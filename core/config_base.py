@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from data.errors import LuneError
+from lune.data.errors import LuneError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data.errors import LuneError
+from lune.data.errors import LuneError
 
 BASE_LABEL = "base"
 RETAIN_LABEL = "retain_model"

@@ -9,12 +9,31 @@ log-probabilities, not the whole distribution).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from evaluation.mia import TokenStats
 
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Per scored token of one text: ``logprobs[t] = log p(x_t | x_<t)``, and the mean ``mu[t]`` and
+    standard deviation ``sigma[t]`` of ``log p(z | x_<t)`` under the model's next-token distribution."""
+
+    logprobs: np.ndarray
+    mu: np.ndarray
+    sigma: np.ndarray
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.logprobs.shape[0])
+
+    @property
+    def mean_logprob(self) -> float:
+        """``(1/T) sum_t log p(x_t)``: minus the mean NLL."""
+        return float(self.logprobs.mean()) if self.n_tokens else float("nan")
 
 def completion_stats(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], *,
                      batch_size: int = 16, max_length: int = 512, distribution: bool = True) -> list[TokenStats]:

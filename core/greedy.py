@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from data.prompt_format import render_prompt
+from lune.core.prompt_format import render_prompt
 
 
 def greedy_complete(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 48,

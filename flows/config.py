@@ -12,11 +12,11 @@ from typing import Any
 
 from pydantic import Field
 
-from data.config import IngestConfig
-from evaluation.config import EvaluateConfig
-from generators.config import CurateConfig, GenerateConfig, ScoreConfig
-from lune.config_base import ConfigModel, load_yaml, validate_config
-from unlearn.config import TeachConfig, UnlearnConfig
+from lune.data.config import IngestConfig
+from lune.evaluation.config import EvaluateConfig
+from lune.generators.config import CurateConfig, GenerateConfig, ScoreConfig
+from lune.core.config_base import ConfigModel, load_yaml, validate_config
+from lune.unlearn.config import TeachConfig, UnlearnConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
 
