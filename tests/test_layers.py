@@ -67,10 +67,11 @@ def module_name(path: Path) -> str:
     raise AssertionError(f"{path} is in no package folder")
 
 
-def imported_modules(path: Path) -> list[tuple[int, str]]:
-    """(line, module) of every ``lune`` import in a file, relative imports resolved."""
+def imported_modules(path: Path, here: str | None = None) -> list[tuple[int, str]]:
+    """(line, module) of every ``lune`` import in a file, relative imports resolved (``here``: the
+    file's module name, by default from its place in the repository)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    here = module_name(path)
+    here = here or module_name(path)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
     found = []
     for node in ast.walk(tree):
@@ -99,21 +100,27 @@ def is_module(name: str) -> bool:
     return False
 
 
+def file_violations(path: Path, source: str) -> list[str]:
+    """The imports of one file (module ``source``) that run against the layer direction."""
+    found = []
+    src_layer, src_stage = layer_of(source)
+    for line, target in imported_modules(path, source):
+        if not is_module(target):
+            continue
+        dst_layer, dst_stage = layer_of(target)
+        upward = dst_layer > src_layer
+        sideways = dst_layer == src_layer == 2 and dst_stage != src_stage
+        if upward or sideways:
+            found.append(f"{path}:{line}: {source} (layer {src_layer}, {src_stage}) "
+                         f"imports {target} (layer {dst_layer}, {dst_stage})")
+    return found
+
+
 def violations() -> list[str]:
     found = []
     for folder in FOLDERS.values():
         for path in sorted((REPO / folder).rglob("*.py")):
-            source = module_name(path)
-            src_layer, src_stage = layer_of(source)
-            for line, target in imported_modules(path):
-                if not is_module(target):
-                    continue
-                dst_layer, dst_stage = layer_of(target)
-                upward = dst_layer > src_layer
-                sideways = dst_layer == src_layer == 2 and dst_stage != src_stage
-                if upward or sideways:
-                    found.append(f"{path.relative_to(REPO)}:{line}: {source} (layer {src_layer}, {src_stage}) "
-                                 f"imports {target} (layer {dst_layer}, {dst_stage})")
+            found += file_violations(path.relative_to(REPO), module_name(path))
     return found
 
 
@@ -136,12 +143,12 @@ def test_layer_of(module: str, expected: tuple[int, str]) -> None:
 
 def test_the_walk_sees_a_lazy_upward_import(tmp_path: Path) -> None:
     """The checker itself: an import inside a function, against the direction, is found."""
-    path = REPO / "core" / "_layer_probe_tmp.py"
+    path = tmp_path / "probe.py"
     path.write_text("def f():\n    from lune.flows import pipeline\n    from . import matching\n")
-    try:
-        found = imported_modules(path)
-        assert (2, "lune.flows") in found and (2, "lune.flows.pipeline") in found
-        assert (3, "lune.core.matching") in found
-        assert any("_layer_probe_tmp" in v for v in violations())
-    finally:
-        path.unlink()
+    found = imported_modules(path, "lune.core.probe")
+    assert (2, "lune.flows") in found and (2, "lune.flows.pipeline") in found
+    assert (3, "lune.core.matching") in found
+    assert [v.split(": ", 1)[1].split(" imports ")[1] for v in file_violations(path, "lune.core.probe")] == [
+        "lune.flows (layer 3, flows)", "lune.flows.pipeline (layer 3, flows)"]
+    # the same file placed in the command line may import anything
+    assert file_violations(path, "lune.commands.probe") == []
