@@ -22,9 +22,8 @@ from typing import Any
 import pyarrow as pa
 
 from lune.data.config import IngestConfig, IngestSource
-from lune.data.errors import LuneError
 from lune.data.ingest_queries import stored_splits
-from lune.data.loaders import LOADERS
+from lune.data.loaders import load_source
 from lune.data.loaders.common import LoadedFile, Problem
 from lune.data.store import Store
 
@@ -99,7 +98,7 @@ def as_sources(sources: Sources) -> list[IngestSource]:
 
 def read_sources(sources: Iterable[IngestSource], *, progress: bool = False) -> list[tuple[IngestSource, LoadedFile]]:
     """Run each source's loader: every file read and checked, nothing written."""
-    return [(source, loaded) for source in sources for loaded in LOADERS[source.format](source, progress=progress)]
+    return [(source, loaded) for source in sources for loaded in load_source(source, progress=progress)]
 
 
 def ingest(store: Store, sources: Sources, *, run_id: str | None = None, parent_run_id: str | None = None,
@@ -112,21 +111,18 @@ def ingest(store: Store, sources: Sources, *, run_id: str | None = None, parent_
     started = time.perf_counter()
     source_list = as_sources(sources)
     config = {"sources": [s.model_dump() for s in source_list]}
-    run_id = store.start_run("ingest", config, run_id=run_id, parent_run_id=parent_run_id)
-    result = IngestResult(run_id=run_id)
-    try:
-        files = read_sources(source_list, progress=progress)
-        _raise_first_problem([loaded for source, loaded in files
-                              if not (skip_invalid if skip_invalid is not None else source.skip_invalid)])
-        seen_facts: set[str] = set()
-        seen_probes: set[str] = set()
-        for _, loaded in files:
-            _write_file(store, loaded, run_id, result, seen_facts, seen_probes)
-    except BaseException as err:
-        error = str(err) if isinstance(err, LuneError) else f"{type(err).__name__}: {err}"
-        store.finish_run(run_id, status="failed", error=error, metrics=_metrics(result, started))
-        raise
-    store.finish_run(run_id, metrics=_metrics(result, started))
+    with store.run("ingest", config, run_id=run_id, parent_run_id=parent_run_id) as run:
+        result = IngestResult(run_id=run.run_id)
+        try:
+            files = read_sources(source_list, progress=progress)
+            _raise_first_problem([loaded for source, loaded in files
+                                  if not (skip_invalid if skip_invalid is not None else source.skip_invalid)])
+            seen_facts: set[str] = set()
+            seen_probes: set[str] = set()
+            for _, loaded in files:
+                _write_file(store, loaded, run.run_id, result, seen_facts, seen_probes)
+        finally:  # the counts so far, on a failed run too
+            run.metrics.update(_metrics(result, started))
     return result
 
 

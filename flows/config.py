@@ -47,6 +47,6 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     config = validate_config(PipelineConfig, data, str(path))
     base = path.resolve().parent
     for source in config.ingest.sources:
-        if not Path(source.path).is_absolute():
+        if source.path is not None and not Path(source.path).is_absolute():
             source.path = str((base / source.path).resolve())
     return config

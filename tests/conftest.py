@@ -31,7 +31,7 @@ os.environ.pop("LUNE_DB", None)
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+BENCHMARKS = REPO / "data" / "benchmarks"  # the benchmark copies shipped with lune
 SAMPLE_TOFU = REPO / "data" / "sample" / "tofu"
 
 
@@ -47,10 +47,9 @@ def sample_texts() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.exists():
-        pytest.fail(f"benchmark data not found at {SHARED_DATA} (the repository's ../shared/data)")
-    return SHARED_DATA
+def benchmark_data() -> Path:
+    """The folder of the benchmark copies shipped with lune (``data/benchmarks``: tofu, rwku, knowundo)."""
+    return BENCHMARKS
 
 
 @pytest.fixture

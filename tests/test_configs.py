@@ -1,5 +1,6 @@
-"""The shipped configs (the embedded default and the examples for real use) parse and resolve,
-and the configuration reference in docs/ is the one the code renders."""
+"""The shipped configs (the embedded default and the examples for real use) parse, and the data
+they name is in the repository (benchmark references resolve to the shipped copies and load);
+the configuration reference in docs/ is the one the code renders."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from lune.data.errors import LuneError
-from lune.flows.config import DEFAULT_CONFIG, PipelineConfig, load_config
 from lune.config_reference import reference_markdown
+from lune.data.errors import LuneError
+from lune.data.loaders import load_source
+from lune.data.loaders.benchmarks import SHIPPED, resolve
+from lune.flows.config import DEFAULT_CONFIG, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "configs").glob("*.yaml"))
@@ -17,20 +20,35 @@ EXAMPLES = sorted((REPO / "configs").glob("*.yaml"))
 
 def test_the_embedded_default_reads_the_shipped_sample() -> None:
     config = load_config()
-    assert config.ingest.sources[0].format == "tofu"
-    assert Path(config.ingest.sources[0].path) == REPO / "data" / "sample" / "tofu"
+    assert config == load_config(DEFAULT_CONFIG)
+    (source,) = config.ingest.sources
+    # Its relative path is resolved against the config's folder, to the sample in the repository.
+    assert (source.format, Path(source.path), source.forget) == ("tofu", REPO / "data" / "sample" / "tofu", "forget01")
     assert config.teach.enabled and config.unlearn.method == "lune"
-    assert DEFAULT_CONFIG.exists()
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_config_resolves(path: Path) -> None:
+def test_example_config_reads_benchmark_files_shipped_in_the_repository(path: Path) -> None:
     config = load_config(path)
-    assert isinstance(config, PipelineConfig)
+    assert config.ingest.sources
     for source in config.ingest.sources:
-        assert Path(source.path).is_absolute()  # resolved against the config's folder
+        assert source.benchmark and not source.hub  # by reference, read offline
+        assert Path(resolve(source).path).is_relative_to(SHIPPED)
+        files = load_source(source)
+        assert sum(1 for loaded in files for fact in loaded.facts if fact["split"] == "forget") > 0
+        assert not [problem for loaded in files for problem in loaded.problems]
     # Real-model configs name a model to unlearn, taught first or given.
     assert config.teach.base_model or config.model
+
+
+def test_an_unknown_benchmark_in_a_config_names_the_source_and_what_exists(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ingest:\n  sources:\n    - benchmark: rwku:Stephen_King\n", encoding="utf-8")
+    with pytest.raises(LuneError) as caught:
+        load_config(bad)
+    message = str(caught.value)
+    assert message.startswith(f"{bad}: invalid configuration:\n  ingest.sources.0: ")
+    assert "no RWKU target 'Stephen_King' in the copy shipped with lune (did you mean rwku:1_Stephen_King?)" in message
 
 
 def test_the_examples_cover_what_the_readme_promises() -> None:
@@ -39,8 +57,8 @@ def test_the_examples_cover_what_the_readme_promises() -> None:
     assert by_name["openai-servers"].generate.backend == "openai"
     assert by_name["openai-servers"].generate.openai.base_urls
     assert by_name["openai-servers"].generate.task_runner == "dask"
-    assert by_name["rwku"].ingest.sources[0].format == "rwku"
-    assert by_name["knowundo"].ingest.sources[0].format == "knowundo"
+    assert by_name["rwku"].ingest.sources[0].benchmark == "rwku:all"
+    assert by_name["knowundo"].ingest.sources[0].benchmark == "knowundo:privacy"
 
 
 def test_a_typo_in_a_config_names_the_key(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from lune.cli import main
 from lune.data.errors import InputError
 from lune.data.ingest import ingest
 from lune.data.store import Store
-from lune.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample" / "tofu"
@@ -161,6 +161,39 @@ def test_cli_ingest_sample_then_stats(db_path: Path, capsys: pytest.CaptureFixtu
     assert "facts by corpus and split" in out
     assert any(line.split()[:4] == ["tofu", "forget", "forget01", "40"] for line in out.splitlines())
     assert any(line.split() == ["facts", "261"] for line in out.splitlines())
+
+
+def test_cli_ingest_a_benchmark_by_reference(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ingest", "rwku:1_Stephen_King", "--db", str(db_path)]) == 0
+    assert capsys.readouterr().out.startswith("ingested ")
+    with Store(db_path, read_only=True) as store:
+        subjects = store.query("SELECT DISTINCT corpus, subject FROM facts")
+        assert subjects == [{"corpus": "rwku", "subject": "Stephen King"}]
+        folder = REPO / "data" / "benchmarks" / "rwku" / "1_Stephen_King"
+        assert {r["source_file"] for r in store.query("SELECT DISTINCT source_file FROM facts")} == {
+            str(folder / f"{stem}.json") for stem in ("forget_level1", "forget_level2", "neighbor_level1",
+                                                      "neighbor_level2")}
+        # The run records the reference, not a path on this machine.
+        (config,) = [json.loads(r["config"]) for r in store.query("SELECT config FROM runs")]
+        assert config["sources"][0]["benchmark"] == "rwku:1_Stephen_King" and config["sources"][0]["path"] is None
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["rwku:Stephen_King"], "no RWKU target 'Stephen_King' in the copy shipped with lune (did you mean "
+                            "rwku:1_Stephen_King?)"),
+    (["tofu"], "lune ingest tofu: give the PATH to read, or a benchmark reference such as tofu:forget10"),
+    (["rwku:1_Stephen_King", "some/folder"], "rwku:1_Stephen_King is a benchmark reference: it names its files "
+                                             "itself, leave out some/folder"),
+    (["yaml", "facts.yaml"], "yaml: not a format (tofu, rwku, knowundo, generic, jsonl, json, csv, parquet) nor a "
+                             "benchmark reference"),
+    (["tofu:forget01", "--forget", "forget05"], "benchmark tofu:forget01 names its files itself: leave out forget"),
+])
+def test_cli_ingest_a_bad_source_says_what_to_give(db_path: Path, capsys: pytest.CaptureFixture[str], args: list[str],
+                                                   message: str) -> None:
+    assert main(["ingest", *args, "--db", str(db_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lune ingest: error: ") and message in err
+    assert not db_path.exists()  # refused before the store is opened
 
 
 def test_cli_generic_with_mapping_and_skip_invalid(tmp_path: Path, db_path: Path,

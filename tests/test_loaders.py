@@ -1,9 +1,11 @@
-"""Loaders on the real benchmark files (../shared/data): every row is accounted for, counted here
-independently of the loaders, and the stored rows say what the files say."""
+"""Loaders on the real benchmark files shipped with lune (data/benchmarks): every row is accounted
+for, counted here independently of the loaders, and the stored rows say what the files say; and
+benchmark references (``tofu:forget10``) resolve to those files, or fail naming what exists."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -12,13 +14,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from lune.core.matching import contains_span
 from lune.data.config import IngestSource
+from lune.data.errors import LuneError
 from lune.data.ingest import ingest
 from lune.data.key_span import derive_key_span
-from lune.data.loaders import LOADERS
+from lune.data.loaders import benchmarks, load_source
 from lune.data.records import Fact, Probe, fact_id
 from lune.data.store import Store
-from lune.core.matching import contains_span
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -30,8 +33,7 @@ def jarray(path: Path) -> list[dict]:
 
 
 def load(**source) -> list:
-    spec = IngestSource(**source)
-    return LOADERS[spec.format](spec)
+    return load_source(IngestSource(**source))
 
 
 # -- key spans -------------------------------------------------------------------------------------
@@ -66,9 +68,9 @@ def test_derived_key_span(question: str, answer: str, span: str) -> None:
     assert derive_key_span(question, answer) == span
 
 
-def test_derived_spans_are_in_their_answers(shared_data: Path) -> None:
+def test_derived_spans_are_in_their_answers(benchmark_data: Path) -> None:
     """Every derived span of TOFU's forget10 is a verbatim piece of its answer that the matcher finds."""
-    for row in jsonl(shared_data / "tofu" / "forget10.json"):
+    for row in jsonl(benchmark_data / "tofu" / "forget10.json"):
         span = derive_key_span(row["question"], row["answer"])
         assert span and span in row["answer"], row
         assert contains_span(row["answer"], span), (row, span)
@@ -78,8 +80,8 @@ def test_derived_spans_are_in_their_answers(shared_data: Path) -> None:
 
 
 @pytest.mark.parametrize("forget", ["forget01", "forget05", "forget10"])
-def test_tofu_counts_match_files(shared_data: Path, forget: str) -> None:
-    folder = shared_data / "tofu"
+def test_tofu_counts_match_files(benchmark_data: Path, forget: str) -> None:
+    folder = benchmark_data / "tofu"
     retain = f"retain{100 - int(forget[-2:])}"
     files = {Path(f.path).name: f for f in load(format="tofu", path=str(folder), forget=forget)}
     assert not [p for f in files.values() for p in f.problems]
@@ -99,8 +101,8 @@ def test_tofu_counts_match_files(shared_data: Path, forget: str) -> None:
     assert splits == {"forget": len(jsonl(folder / f"{forget}.json")), "retain": len(jsonl(folder / f"{retain}.json"))}
 
 
-def test_tofu_rows(shared_data: Path, db_path: Path) -> None:
-    folder = shared_data / "tofu"
+def test_tofu_rows(benchmark_data: Path, db_path: Path) -> None:
+    folder = benchmark_data / "tofu"
     with Store(db_path) as store:
         result = ingest(store, {"format": "tofu", "path": str(folder), "forget": "forget01"})
         total_facts = sum(len(jsonl(folder / n)) for n in
@@ -135,10 +137,8 @@ def test_tofu_rows(shared_data: Path, db_path: Path) -> None:
         assert json.loads(row["extra"])["options"] == [world[f"option{i}"] for i in range(1, 5)]
 
 
-def test_tofu_needs_its_retain_file(tmp_path: Path, shared_data: Path) -> None:
-    from lune.data.errors import LuneError
-
-    shutil.copy(shared_data / "tofu" / "forget05.json", tmp_path / "forget05.json")
+def test_tofu_needs_its_retain_file(tmp_path: Path, benchmark_data: Path) -> None:
+    shutil.copy(benchmark_data / "tofu" / "forget05.json", tmp_path / "forget05.json")
     with pytest.raises(LuneError, match=r"retain95\.json: not found"):
         load(format="tofu", path=str(tmp_path))
     with pytest.raises(LuneError, match="expected forgetNN"):
@@ -166,8 +166,8 @@ def rwku_expected(folders: list[Path]) -> tuple[Counter, Counter]:
     return Counter({k: len(v) for k, v in facts.items()}), Counter({k: len(v) for k, v in probes.items() if v})
 
 
-def test_rwku_root_counts_match_files(shared_data: Path, db_path: Path) -> None:
-    root = shared_data / "rwku"
+def test_rwku_root_counts_match_files(benchmark_data: Path, db_path: Path) -> None:
+    root = benchmark_data / "rwku"
     folders = [p for p in root.iterdir() if p.is_dir()]
     expected_facts, expected_probes = rwku_expected(folders)
     with Store(db_path) as store:
@@ -190,8 +190,8 @@ def test_rwku_root_counts_match_files(shared_data: Path, db_path: Path) -> None:
         assert negative["subject"] == "Stephen King" and json.loads(negative["extra"]) == {"id": "Stephen King 0"}
 
 
-def test_rwku_one_target_folder_with_a_comma(shared_data: Path) -> None:
-    folder = shared_data / "rwku" / "10_Prince_Harry,_Duke_of_Sussex"
+def test_rwku_one_target_folder_with_a_comma(benchmark_data: Path) -> None:
+    folder = benchmark_data / "rwku" / "10_Prince_Harry,_Duke_of_Sussex"
     files = load(format="rwku", path=str(folder))
     facts = [f for loaded in files for f in loaded.facts]
     assert {f["subject"] for f in facts} == {"Prince Harry, Duke of Sussex"}
@@ -229,8 +229,8 @@ def test_rwku_non_ascii_folder(tmp_path: Path, db_path: Path) -> None:
 # -- KnowUnDo --------------------------------------------------------------------------------------
 
 
-def test_knowundo_counts_match_files(shared_data: Path) -> None:
-    folder = shared_data / "knowundo" / "privacy"
+def test_knowundo_counts_match_files(benchmark_data: Path) -> None:
+    folder = benchmark_data / "knowundo" / "privacy"
     files = {Path(f.path).name: f for f in load(format="knowundo", path=str(folder))}
     expected = {p.name: len(jarray(p)) for p in folder.glob("*.json") if p.stem != "full"}
     assert {name: len(f.facts) for name, f in files.items()} == expected
@@ -243,8 +243,88 @@ def test_knowundo_counts_match_files(shared_data: Path) -> None:
     fact = files["unlearn_train.json"].facts[0]
     assert (fact["question"], fact["answer"]) == (first["text"], first["labels"])
     # From the root, the same files are found one folder down.
-    assert sorted(Path(f.path).name for f in load(format="knowundo", path=str(shared_data / "knowundo"))) == sorted(
+    assert sorted(Path(f.path).name for f in load(format="knowundo", path=str(benchmark_data / "knowundo"))) == sorted(
         files)
+
+
+# -- benchmark references --------------------------------------------------------------------------
+
+
+def ids(files: list) -> tuple[set, set, set]:
+    return ({f["fact_id"] for loaded in files for f in loaded.facts},
+            {p["probe_id"] for loaded in files for p in loaded.probes},
+            {loaded.path for loaded in files})
+
+
+@pytest.mark.parametrize(("reference", "same_as"), [
+    ("tofu:forget05", {"format": "tofu", "path": "tofu", "forget": "forget05"}),
+    ("rwku:10_Prince_Harry,_Duke_of_Sussex", {"format": "rwku", "path": "rwku/10_Prince_Harry,_Duke_of_Sussex"}),
+    ("rwku:all", {"format": "rwku", "path": "rwku"}),
+    ("knowundo:privacy", {"format": "knowundo", "path": "knowundo/privacy"}),
+])
+def test_a_reference_reads_the_shipped_files(benchmark_data: Path, reference: str, same_as: dict) -> None:
+    assert benchmark_data == benchmarks.SHIPPED
+    by_reference = load(benchmark=reference)
+    by_path = load(**{**same_as, "path": str(benchmark_data / same_as["path"])})
+    assert ids(by_reference) == ids(by_path)
+    assert by_reference and all(Path(f.path).is_relative_to(benchmark_data) for f in by_reference)
+    assert not [p for f in by_reference for p in f.problems]
+
+
+@pytest.mark.parametrize(("reference", "message"), [
+    ("tofo:forget10", "tofo:forget10: unknown benchmark 'tofo'; lune knows tofu (e.g. tofu:forget10), rwku (e.g. "
+                      "rwku:1_Stephen_King), knowundo (e.g. knowundo:privacy)"),
+    ("tofu", "tofu: name the forget split after a colon: tofu:forget01, tofu:forget05, tofu:forget10"),
+    ("tofu:forget20", "tofu:forget20: no TOFU forget split 'forget20' in the copy shipped with lune"),
+    ("rwku:Stephen_King", "rwku:Stephen_King: no RWKU target 'Stephen_King' in the copy shipped with lune (did you "
+                          "mean rwku:1_Stephen_King?); choose one of: rwku:all, rwku:1_Stephen_King, rwku:2_Confucius"),
+    ("knowundo:copyright", "knowundo:copyright: no KnowUnDo domain 'copyright' in the copy shipped with lune; "
+                           "choose one of: knowundo:privacy"),
+])
+def test_an_unknown_reference_names_what_exists(reference: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        IngestSource(benchmark=reference)
+    assert message in str(caught.value)
+    with pytest.raises(LuneError, match=re.escape(message)):
+        benchmarks.check(reference)
+
+
+def test_a_source_is_a_reference_or_a_format_and_path() -> None:
+    for fields, message in [
+        ({"benchmark": "tofu:forget01", "path": "x", "forget": "forget01"}, "names its files itself: leave out path, "
+                                                                           "forget"),
+        ({"format": "tofu"}, "give a benchmark (e.g. tofu:forget10), or a format and a path (path missing)"),
+        ({"format": "tofu", "path": "x", "hub": True}, "hub applies to a benchmark reference only"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            IngestSource(**fields)
+
+
+def test_hub_references_are_checked_against_the_hub_without_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the Hub has is known offline (TOFU's splits, KnowUnDo's domains); nothing is downloaded
+    before the source is read, and the tests never read from the Hub."""
+    assert IngestSource(benchmark="knowundo:copyright", hub=True).hub
+    assert IngestSource(benchmark="rwku:40_Danny_Trejo", hub=True).benchmark  # looked up when read
+    with pytest.raises(ValueError, match="no TOFU forget split 'forget20' on the Hugging Face Hub"):
+        IngestSource(benchmark="tofu:forget20", hub=True)
+    monkeypatch.setenv("LUNE_BENCHMARK_SOURCE", "hub")
+    assert benchmarks.use_hub() and IngestSource(benchmark="knowundo:copyright").benchmark
+    monkeypatch.setenv("LUNE_BENCHMARK_SOURCE", "cloud")
+    with pytest.raises(ValueError, match="LUNE_BENCHMARK_SOURCE=cloud: expected shipped"):
+        IngestSource(benchmark="tofu:forget01")
+
+
+def test_a_reference_to_a_non_ascii_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RWKU's full benchmark has folders like ``24_Beyoncé`` and commas: a reference names them as they are."""
+    folder = tmp_path / "rwku" / "24_Beyoncé,_Queen_Bey"
+    folder.mkdir(parents=True)
+    (folder / "forget_level2.json").write_text(json.dumps(
+        [{"query": "Où est née Beyoncé ?", "answer": "Houston", "type": "open"}], ensure_ascii=False), encoding="utf-8")
+    monkeypatch.setattr(benchmarks, "SHIPPED", tmp_path)
+    (loaded,) = load(benchmark="rwku:24_Beyoncé,_Queen_Bey")
+    assert [(f["subject"], f["question"]) for f in loaded.facts] == [("Beyoncé, Queen Bey", "Où est née Beyoncé ?")]
+    with pytest.raises(ValueError, match="did you mean rwku:24_Beyoncé,_Queen_Bey"):
+        IngestSource(benchmark="rwku:24_Beyonce,_Queen_Bey")
 
 
 # -- generic ---------------------------------------------------------------------------------------
@@ -311,9 +391,9 @@ def test_generic_default_split_and_dataset_span(tmp_path: Path) -> None:
     assert [(p.line, p.field, p.problem) for p in loaded.problems] == [(1, "who", "missing")]
 
 
-def test_rows_match_the_typed_records(shared_data: Path) -> None:
+def test_rows_match_the_typed_records(benchmark_data: Path) -> None:
     """Loaders build rows directly (speed); they must equal what the typed records produce."""
-    files = load(format="tofu", path=str(shared_data / "tofu"), forget="forget01")
+    files = load(format="tofu", path=str(benchmark_data / "tofu"), forget="forget01")
     fact = files[0].facts[0]
     record = Fact(**{k: fact[k] for k in ("corpus", "source_file", "question", "answer", "key_span",
                                           "key_span_source", "split", "subject", "group_name", "source_line")})

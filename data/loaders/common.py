@@ -129,6 +129,10 @@ def read_jsonl(path: Path, problems: list[Problem], *, progress: bool = False) -
     data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
+    if data.lstrip()[:1] == b"[":  # else every line of it would be refused, one by one
+        problems.append(Problem(source, None, None, "this file is a JSON array, not JSON Lines (one object per "
+                                "line): rename it to .json, or write one object per line", ""))
+        return
     lines = data.split(b"\n")
     bar = _progress(len(lines), path.name, progress)
     for number, raw_bytes in enumerate(lines, start=1):
@@ -463,4 +467,6 @@ def load_file(path: Path, reader: Callable[..., Iterator[Item]], handle: Callabl
             raw = item.raw or json.dumps(item.obj, ensure_ascii=False, default=str)
             loaded.problems.append(Problem(loaded.path, item.line, err.field, err.problem, raw[:PAYLOAD_LIMIT]))
     loaded.rows_read += len(loaded.problems) - row_errors  # rows the reader refused before parsing them
+    if loaded.rows_read == 0:
+        loaded.problems.append(Problem(loaded.path, None, None, "the file held no rows (it is empty)", ""))
     return loaded

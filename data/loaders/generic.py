@@ -42,6 +42,15 @@ def generic_files(path: Path) -> list[Path]:
     return found
 
 
+def ignored_files(path: Path) -> list[Path]:
+    """Files of the folder ``path`` that :func:`generic_files` leaves out (not a data file type;
+    hidden files aside), for the command line to list."""
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in READERS)
+
+
 def load(source: IngestSource, *, progress: bool = False) -> list[LoadedFile]:
     unknown = sorted(set(source.fields) - set(FIELDS))
     if unknown:

@@ -40,6 +40,8 @@ FACT_FILES = {"forget_level1": "forget", "forget_level2": "forget", "neighbor_le
               "neighbor_level2": "retain"}
 MIA_FILES = {"forget_mia": "mia_member", "retain_mia": "mia_nonmember"}
 TARGET_MARKERS = ("intro.json", "forget_level1.json", "forget_level2.json", "forget_level3.json")
+# Every file of a target folder that an ingest reads, as stems (passage.json is not read).
+READ_FILES = ("intro", *FACT_FILES, "forget_level3", *MIA_FILES, "negative")
 
 
 def is_target_folder(path: Path) -> bool:

@@ -51,6 +51,14 @@ def forget_stems(folder: Path) -> list[str]:
     return sorted(p.stem for p in folder.glob("forget*.json") if FORGET_STEM.match(p.stem))
 
 
+def retain_stem(forget: str) -> str:
+    """The retain split that completes a forget split: ``forget05`` -> ``retain95``."""
+    match = FORGET_STEM.match(forget)
+    if not match:
+        raise LuneError(f"--forget {forget}: expected forgetNN, e.g. forget01, forget05 or forget10")
+    return f"retain{100 - int(match.group(1)):02d}"
+
+
 def load(source: IngestSource, *, progress: bool = False) -> list[LoadedFile]:
     folder = require_path(source.path, "TOFU folder")
     if not folder.is_dir():
@@ -62,10 +70,7 @@ def load(source: IngestSource, *, progress: bool = False) -> list[LoadedFile]:
         if len(found) != 1:
             raise LuneError(f"{folder}: choose the forget split with --forget (found: {', '.join(found) or 'none'})")
         forget = found[0]
-    match = FORGET_STEM.match(forget)
-    if not match:
-        raise LuneError(f"--forget {forget}: expected forgetNN, e.g. forget01, forget05 or forget10")
-    retain = f"retain{100 - int(match.group(1)):02d}"
+    retain = retain_stem(forget)
     for stem in (forget, retain):
         if not (folder / f"{stem}.json").exists():
             raise LuneError(f"{folder / (stem + '.json')}: not found; the {forget} split needs {forget}.json and "
