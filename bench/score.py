@@ -38,7 +38,7 @@ from lune.data.ids import content_id  # noqa: E402
 from lune.data.records import Fact  # noqa: E402
 from lune.data.store import Store  # noqa: E402
 
-TOFU = REPO.parent / "shared" / "data" / "tofu"
+TOFU = REPO / "data" / "benchmarks" / "tofu"
 
 
 def load_answers() -> list[tuple[str, str]]:
@@ -77,8 +77,8 @@ def cpu() -> float:
 
 def bench_embedding(n: int, batch_size: int, blocks: int) -> dict:
     from lune.generators.config import ScoreConfig
-    from lune.generators.scorers import similarity
-    from lune.generators.scorers.embedding import Embedder
+    from lune.generators.scorers import ScoringContext, run
+    from lune.generators.scorers.similarity import Similarity
 
     facts, candidates = synthetic_candidates(n)
     fact_of = {f["fact_id"]: f for f in facts}
@@ -87,8 +87,8 @@ def bench_embedding(n: int, batch_size: int, blocks: int) -> dict:
     bare = {"wall": 0.0, "cpu": 0.0, "texts": 0}
     scorer = {"wall": 0.0, "cpu": 0.0, "texts": 0, "rows": 0}
     with Store(tmp / "bench.duckdb") as store:
-        embedder = Embedder(store, None, batch_size=batch_size)
-        model = embedder.load()
+        context = ScoringContext(store, config)
+        model = context.embedder.load()
         model.encode(["warm up"] * batch_size, batch_size=batch_size)
         per_block = (len(facts) + blocks - 1) // blocks
         for b in range(blocks):
@@ -106,7 +106,7 @@ def bench_embedding(n: int, batch_size: int, blocks: int) -> dict:
             store.insert("facts", block_facts)
             store.insert("candidates", block_cands)
             w0, c0 = time.perf_counter(), cpu()
-            scorer["rows"] += similarity.run(store, config, embedder=embedder)
+            scorer["rows"] += run(Similarity(context))
             scorer["wall"] += time.perf_counter() - w0
             scorer["cpu"] += cpu() - c0
             scorer["texts"] += len(texts)

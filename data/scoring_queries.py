@@ -1,12 +1,12 @@
 """SQL of the score stage: what is left to score, the embedding cache, score writes.
 
-Every scorer reads its work through :func:`pending_candidates`, an anti-join against ``scores`` on
-(scorer, scorer_version), so a rerun scores only what is new and a crash resumes where it stopped.
+The scorers' runner (``generators.scorers.runner``) reads every scorer's work through
+:func:`pending_candidates`, an anti-join against ``scores`` on (scorer, scorer_version), so a rerun
+scores only what is new and a killed run resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -22,6 +22,16 @@ _CANDIDATE_COLUMNS = """
 """
 
 
+def _pending(scorer: str, version: str, kinds: Sequence[str] | None) -> tuple[str, list[Any]]:
+    """FROM and WHERE of the candidates with no ``scores`` row for (scorer, version), and their parameters."""
+    kind_filter = f"AND c.kind IN ({', '.join('?' for _ in kinds)})" if kinds is not None else ""
+    sql = f"""FROM candidates c JOIN facts f USING (fact_id)
+              WHERE NOT EXISTS (SELECT 1 FROM scores s
+                                WHERE s.candidate_id = c.candidate_id AND s.scorer = ? AND s.scorer_version = ?)
+              {kind_filter}"""
+    return sql, [scorer, version, *(kinds or ())]
+
+
 def pending_candidates(store: Store, scorer: str, version: str, *, kinds: Sequence[str] | None = None,
                        chunk_size: int = 8192) -> Iterator[list[dict[str, Any]]]:
     """Candidates with no ``scores`` row for (scorer, version), in chunks ordered by candidate id.
@@ -29,24 +39,12 @@ def pending_candidates(store: Store, scorer: str, version: str, *, kinds: Sequen
     Keyset pagination (``candidate_id > last``) so that a chunk whose rows could not be scored is
     not fetched again.
     """
-    kind_filter = ""
-    params: list[Any] = [scorer, version]
-    if kinds is not None:
-        kind_filter = f"AND c.kind IN ({', '.join('?' for _ in kinds)})"
-        params += list(kinds)
+    pending, params = _pending(scorer, version, kinds)
     last = ""
     while True:
         rows = store.query(
-            f"""
-            SELECT {_CANDIDATE_COLUMNS}
-            FROM candidates c JOIN facts f USING (fact_id)
-            WHERE NOT EXISTS (SELECT 1 FROM scores s
-                              WHERE s.candidate_id = c.candidate_id AND s.scorer = ? AND s.scorer_version = ?)
-              {kind_filter}
-              AND c.candidate_id > ?
-            ORDER BY c.candidate_id
-            LIMIT {int(chunk_size)}
-            """,
+            f"""SELECT {_CANDIDATE_COLUMNS} {pending} AND c.candidate_id > ?
+                ORDER BY c.candidate_id LIMIT {int(chunk_size)}""",
             [*params, last],
         )
         if not rows:
@@ -56,17 +54,9 @@ def pending_candidates(store: Store, scorer: str, version: str, *, kinds: Sequen
 
 
 def count_pending(store: Store, scorer: str, version: str, *, kinds: Sequence[str] | None = None) -> int:
-    kind_filter, params = "", [scorer, version]
-    if kinds is not None:
-        kind_filter = f"AND c.kind IN ({', '.join('?' for _ in kinds)})"
-        params += list(kinds)
-    return int(store.scalar(
-        f"""SELECT count(*) FROM candidates c JOIN facts f USING (fact_id)
-            WHERE NOT EXISTS (SELECT 1 FROM scores s
-                              WHERE s.candidate_id = c.candidate_id AND s.scorer = ? AND s.scorer_version = ?)
-            {kind_filter}""",
-        params,
-    ))
+    """How many candidates :func:`pending_candidates` would hand out (for progress reports)."""
+    pending, params = _pending(scorer, version, kinds)
+    return int(store.scalar(f"SELECT count(*) {pending}", params))
 
 
 def write_scores(store: Store, rows: Sequence[dict[str, Any]]) -> int:
@@ -89,15 +79,11 @@ def cached_vectors(store: Store, model: str, hashes: Sequence[str]) -> tuple[lis
     """The cached vectors of ``hashes`` for ``model``: (found hashes, matrix of their vectors)."""
     if not hashes:
         return [], np.zeros((0, 0), dtype=np.float32)
-    view = f"_lune_hashes_{uuid.uuid4().hex}"
-    store.con.register(view, pa.table({"text_hash": pa.array(list(hashes), pa.string())}))
-    try:
+    with store.temporary_view({"text_hash": pa.array(list(hashes), pa.string())}, "hashes") as view:
         table = store.arrow(
             f'SELECT e.text_hash, e.vector FROM embeddings e JOIN "{view}" h USING (text_hash) WHERE e.model = ?',
             [model],
         )
-    finally:
-        store.con.unregister(view)
     if table.num_rows == 0:
         return [], np.zeros((0, 0), dtype=np.float32)
     vectors = table.column("vector").combine_chunks()
@@ -125,46 +111,14 @@ def store_vectors(store: Store, model: str, hashes: Sequence[str], vectors: np.n
 # -- inputs of the composite scorers --------------------------------------------------------------
 
 
-def latest_scores(store: Store, candidate_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Every scorer's latest value and version for each candidate: {id: {scorer: (value, version)}}."""
-    if not candidate_ids:
-        return {}
-    view = f"_lune_ids_{uuid.uuid4().hex}"
-    store.con.register(view, pa.table({"candidate_id": pa.array(list(candidate_ids), pa.string())}))
-    try:
-        rows = store.query(
-            f"""SELECT s.candidate_id, s.scorer,
-                       arg_max(s.value, s.created_at) AS value,
-                       arg_max(s.scorer_version, s.created_at) AS version
-                FROM scores s JOIN "{view}" v USING (candidate_id)
-                GROUP BY ALL"""
-        )
-    finally:
-        store.con.unregister(view)
-    out: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        out.setdefault(row["candidate_id"], {})[row["scorer"]] = (row["value"], row["version"])
-    return out
-
-
-def scorer_versions(store: Store) -> dict[str, list[str]]:
-    """Stored versions of each scorer, most recent first."""
-    rows = store.query("SELECT scorer, scorer_version, max(created_at) AS at FROM scores GROUP BY ALL ORDER BY at DESC")
-    out: dict[str, list[str]] = {}
-    for row in rows:
-        out.setdefault(row["scorer"], []).append(row["scorer_version"])
-    return out
-
-
 def fact_groups(store: Store, keys: Sequence[tuple[str, str]], *, duplicate_version: str) -> list[dict[str, Any]]:
     """All candidates of the given (fact_id, kind) groups, with their quality / similarity and the
     duplicate verdict already stored under ``duplicate_version`` (NULL when not scored yet)."""
     if not keys:
         return []
-    view = f"_lune_groups_{uuid.uuid4().hex}"
-    store.con.register(view, pa.table({"fact_id": pa.array([k[0] for k in keys], pa.string()),
-                                       "kind": pa.array([k[1] for k in keys], pa.string())}))
-    try:
+    columns = {"fact_id": pa.array([k[0] for k in keys], pa.string()),
+               "kind": pa.array([k[1] for k in keys], pa.string())}
+    with store.temporary_view(columns, "groups") as view:
         return store.query(
             f"""
             SELECT c.candidate_id, c.fact_id, c.kind, c.text,
@@ -178,38 +132,22 @@ def fact_groups(store: Store, keys: Sequence[tuple[str, str]], *, duplicate_vers
             """,
             [duplicate_version],
         )
-    finally:
-        store.con.unregister(view)
-
-
-def score_summary(store: Store) -> list[dict[str, Any]]:
-    """Per scorer and version: how many candidates it scored, mean value, and how many have no value."""
-    return store.query(
-        """SELECT scorer, scorer_version, count(*) AS scored, avg(value) AS mean,
-                  count(*) FILTER (WHERE value IS NULL) AS without_value
-           FROM scores GROUP BY ALL ORDER BY scorer, scorer_version"""
-    )
 
 
 def scores_of(store: Store, candidate_ids: Sequence[str], versions: dict[str, str]) -> dict[str, dict[str, Any]]:
     """Values of the given (scorer -> version) pairs for each candidate: {id: {scorer: value}}."""
     if not candidate_ids or not versions:
         return {}
-    ids_view = f"_lune_ids_{uuid.uuid4().hex}"
-    ver_view = f"_lune_versions_{uuid.uuid4().hex}"
-    store.con.register(ids_view, pa.table({"candidate_id": pa.array(list(candidate_ids), pa.string())}))
-    store.con.register(ver_view, pa.table({"scorer": pa.array(list(versions), pa.string()),
-                                           "scorer_version": pa.array(list(versions.values()), pa.string())}))
-    try:
+    ids = {"candidate_id": pa.array(list(candidate_ids), pa.string())}
+    pairs = {"scorer": pa.array(list(versions), pa.string()),
+             "scorer_version": pa.array(list(versions.values()), pa.string())}
+    with store.temporary_view(ids, "ids") as ids_view, store.temporary_view(pairs, "versions") as ver_view:
         rows = store.query(
             f"""SELECT s.candidate_id, s.scorer, s.value
                 FROM scores s
                 JOIN "{ids_view}" i USING (candidate_id)
                 JOIN "{ver_view}" v USING (scorer, scorer_version)"""
         )
-    finally:
-        store.con.unregister(ids_view)
-        store.con.unregister(ver_view)
     out: dict[str, dict[str, Any]] = {}
     for row in rows:
         out.setdefault(row["candidate_id"], {})[row["scorer"]] = row["value"]

@@ -1,5 +1,6 @@
-"""Scorers on hand-made cases: similarity and its embedding cache, answer leak (token-aware),
-contradiction (off / NLI cross-encoder / LLM judge), duplicates, fluency, quality, idempotent reruns."""
+"""Scorers on hand-made cases: the runner and the registry, similarity and its embedding cache
+(batch by batch), answer leak (token-aware), contradiction (off / NLI cross-encoder / LLM judge),
+duplicates, fluency, quality, idempotent reruns."""
 
 from __future__ import annotations
 
@@ -14,12 +15,23 @@ from lune.data.records import Fact
 from lune.data.store import Store
 from lune.generators.base import Generation, GenerationRequest
 from lune.generators.config import JudgeConfig, QualityConfig, ScoreConfig
-from lune.generators.scorers import contradiction_status, run_scorer, run_scorers, scorer_version
+from lune.generators.scorers import (
+    Score,
+    Scorer,
+    ScorerProgress,
+    ScoringContext,
+    contradiction_status,
+    run,
+    run_scorer,
+    run_scorers,
+    scorer_names,
+    scorer_version,
+)
 from lune.generators.scorers.answer_leak import leak
 from lune.generators.scorers.contradiction import contradiction_label_index, parse_verdict
 from lune.generators.scorers.duplicate import mark_group
 from lune.generators.scorers.embedding import Embedder
-from lune.generators.scorers.fluency import entropy_fluency
+from lune.generators.scorers.fluency import trigram_entropy_score
 from lune.generators.scorers.quality import quality, topic
 
 FACT = Fact(corpus="test", source_file="hand.jsonl",
@@ -99,13 +111,13 @@ def test_answer_leak_scorer_writes_every_kind(store: Store) -> None:
     assert leaks[TEXTS["negative"][1]] == 1.0 and leaks[TEXTS["negative"][0]] == 0.0
 
 
-def test_fluency_entropy_separates_prose_from_loops() -> None:
-    prose, _ = entropy_fluency("Basil Mahfouz Al-Kuwaiti was born in Cairo, Egypt, in 1956.")
-    loop, detail = entropy_fluency("the the the the the the the the the the")
-    repeated, _ = entropy_fluency("I do not know. I do not know. I do not know. I do not know.")
+def test_fluency_by_trigram_entropy_separates_prose_from_loops() -> None:
+    prose, _ = trigram_entropy_score("Basil Mahfouz Al-Kuwaiti was born in Cairo, Egypt, in 1956.")
+    loop, detail = trigram_entropy_score("the the the the the the the the the the")
+    repeated, _ = trigram_entropy_score("I do not know. I do not know. I do not know. I do not know.")
     assert prose == 1.0 and loop == 0.0 and repeated < 0.5
     assert 0 < detail["trigram_entropy"] < 0.6
-    assert entropy_fluency("")[0] == 0.0
+    assert trigram_entropy_score("")[0] == 0.0
 
 
 def test_fluency_with_a_reference_lm(store: Store, tiny_model_dir: Path) -> None:
@@ -280,3 +292,72 @@ def test_rescoring_is_idempotent(store: Store) -> None:
     changed = config.model_copy(update={"quality": QualityConfig(topic_weight=0.5)})
     counts = run_scorers(store, changed)
     assert counts["quality"] == 7 and counts["similarity"] == 0 and counts["duplicate"] == 0
+
+
+class Shouting(Scorer):
+    """A scorer defined outside the package: the runner runs it, the registry does not list it."""
+
+    name = "shouting"
+
+    def __init__(self, context: ScoringContext) -> None:
+        super().__init__(context)
+        self.loads = 0
+
+    @classmethod
+    def version(cls, config: ScoreConfig) -> str:
+        return "1"
+
+    def load(self) -> None:
+        self.loads += 1
+
+    def score(self, rows: list[dict]) -> list[Score]:
+        # Refusals are left out: they stay pending, as quality leaves candidates whose inputs are missing.
+        return [Score(r["candidate_id"], float(r["text"].isupper()), {"chars": len(r["text"])})
+                for r in rows if r["kind"] != "refusal"]
+
+
+def test_the_runner_writes_each_batch_reports_progress_and_leaves_what_was_left_out_pending(store: Store) -> None:
+    context = ScoringContext(store, ScoreConfig(chunk_size=2))
+    reports: list[ScorerProgress] = []
+    scorer = Shouting(context)
+    assert run(scorer, run_id="r1", progress=reports.append) == 5
+    assert [(r.judged, r.pending, r.written, r.done) for r in reports] == [
+        (2, 6, 2, False), (4, 6, 4, False), (6, 6, 5, False), (6, 6, 5, True)]
+    assert scorer.loads == 1
+    rows = store.query("SELECT scorer, scorer_version, run_id, detail FROM scores")
+    assert {(r["scorer"], r["scorer_version"], r["run_id"]) for r in rows} == {("shouting", "1", "r1")}
+    # A rerun reads only the candidate left out; with nothing pending, nothing is loaded.
+    again = Shouting(context)
+    assert run(again) == 0 and again.loads == 1
+    store.execute("DELETE FROM candidates WHERE kind = 'refusal'")
+    idle = Shouting(context)
+    assert run(idle) == 0 and idle.loads == 0
+
+
+def test_the_registry_lists_the_scorer_modules_and_the_config_checks_against_it() -> None:
+    assert scorer_names() == ("answer_leak", "contradiction", "duplicate", "fluency", "quality", "similarity")
+    assert "shouting" not in scorer_names()  # only modules of the package register
+    assert set(ScoreConfig().scorers) == set(scorer_names())
+    with pytest.raises(ValueError, match=r"unknown scorer.*shouting.*known: answer_leak, contradiction"):
+        ScoreConfig(scorers=["similarity", "shouting"])
+
+
+def test_new_embeddings_are_stored_batch_by_batch_and_a_resumed_run_stores_the_same_vectors(
+        store: Store, tmp_path: Path) -> None:
+    texts = [t for kind in TEXTS.values() for t in kind] + [FACT.answer, FACT.question, "Cairo.", "Egypt, 1956.",
+                                                            "He writes novels.", "born in a city"]
+    whole = Embedder(store, batch_size=4)
+    vectors = whole.embed(texts)
+    # Each batch of 4 is its own insert (its own transaction): a kill loses at most the batch it is in.
+    assert store.scalar("SELECT count(DISTINCT created_at) FROM embeddings") == 3
+    assert whole.encoded == len(texts) == 12
+
+    with Store(tmp_path / "resumed.duckdb") as other:
+        interrupted = Embedder(other, batch_size=4)
+        first = interrupted.batches(texts)[0]  # what a run killed after its first batch had stored
+        interrupted.embed([texts[i] for i in first])
+        resumed = Embedder(other, batch_size=4)
+        again = resumed.embed(texts)
+        assert resumed.encoded == len(texts) - len(first)
+    # The texts left fall into the same batches as in the uninterrupted run: the very same vectors.
+    np.testing.assert_array_equal(again, vectors)

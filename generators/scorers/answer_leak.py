@@ -13,13 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lune.data.scoring_queries import pending_candidates, write_scores
-from lune.data.store import Store
 from lune.core.matching import contains_span, normalize
 from lune.generators.config import ScoreConfig
-
-NAME = "answer_leak"
-VERSION = "1"
+from lune.generators.scorers.base import Score, Scorer
 
 # Function words never count as content of a span (a negative may say "the" and "of").
 FUNCTION_WORDS = frozenset(
@@ -50,13 +46,12 @@ def leak(text: str, key_span: str) -> tuple[float, dict[str, Any]]:
     return coverage, detail
 
 
-def run(store: Store, config: ScoreConfig, *, run_id: str | None = None) -> int:
-    written = 0
-    for chunk in pending_candidates(store, NAME, VERSION, chunk_size=config.chunk_size):
-        rows = []
-        for row in chunk:
-            value, detail = leak(row["text"], row["key_span"])
-            rows.append({"candidate_id": row["candidate_id"], "scorer": NAME, "scorer_version": VERSION,
-                         "value": value, "detail": detail, "run_id": run_id})
-        written += write_scores(store, rows)
-    return written
+class AnswerLeak(Scorer):
+    name = "answer_leak"
+
+    @classmethod
+    def version(cls, config: ScoreConfig) -> str:
+        return "1"
+
+    def score(self, rows: list[dict[str, Any]]) -> list[Score]:
+        return [Score(row["candidate_id"], *leak(row["text"], row["key_span"])) for row in rows]

@@ -22,13 +22,10 @@ from typing import Any
 import numpy as np
 
 from lune.data.errors import LuneError
-from lune.data.scoring_queries import pending_candidates, write_scores
-from lune.data.store import Store
 from lune.generators.base import GenerationRequest, Generator
 from lune.generators.config import JudgeConfig, ScoreConfig
+from lune.generators.scorers.base import Rejection, Score, Scorer, ScoringContext
 
-NAME = "contradiction"
-KINDS = ("negative",)
 JUDGE_PROMPT_VERSION = "judge-1"
 JUDGE_VERDICTS = ("contradicts", "restates", "unrelated")
 JUDGE_SCHEMA = {
@@ -36,22 +33,6 @@ JUDGE_SCHEMA = {
     "properties": {"verdict": {"type": "string", "enum": list(JUDGE_VERDICTS)}},
     "required": ["verdict"],
 }
-
-
-def mode(config: ScoreConfig) -> str:
-    if config.nli_model:
-        return "nli"
-    if config.judge is not None:
-        return "judge"
-    return "off"
-
-
-def version(config: ScoreConfig) -> str | None:
-    if config.nli_model:
-        return f"nli-1:{config.nli_model}"
-    if config.judge is not None:
-        return f"{JUDGE_PROMPT_VERSION}:{config.judge.backend}:{config.judge.model or ''}"
-    return None
 
 
 def contradiction_status(config: ScoreConfig) -> str:
@@ -136,46 +117,55 @@ def build_judge(config: JudgeConfig) -> Generator:
     return make_backend(config.backend, **options)
 
 
-def run(store: Store, config: ScoreConfig, *, run_id: str | None = None, judge: Generator | None = None,
-        nli: NliJudge | None = None) -> int:
-    """Score pending negatives; 0 rows (and no work) when the scorer is off."""
-    ver = version(config)
-    if ver is None:
-        return 0
-    written = 0
-    if config.nli_model:
-        nli = nli or NliJudge(config.nli_model, batch_size=config.batch_size)
-        for chunk in pending_candidates(store, NAME, ver, kinds=KINDS, chunk_size=config.chunk_size):
-            probs = nli.probabilities([r["answer"] for r in chunk], [r["text"] for r in chunk])
-            written += write_scores(store, [
-                {"candidate_id": r["candidate_id"], "scorer": NAME, "scorer_version": ver, "value": float(p),
-                 "detail": {"judge": "nli"}, "run_id": run_id} for r, p in zip(chunk, probs)
-            ])
-        return written
+class Contradiction(Scorer):
+    """Negatives only; the NLI model when ``score.nli_model`` is set, else the LLM judge, else off.
+    A test may hand in the judge or the NLI model (``judge=``, ``nli=``) instead of loading them."""
 
-    assert config.judge is not None
-    if judge is None:
-        judge = build_judge(config.judge)
-    judge.load()
-    for chunk in pending_candidates(store, NAME, ver, kinds=KINDS, chunk_size=min(config.chunk_size, 512)):
-        requests = [judge_request(r["question"], r["answer"], r["text"], config.judge.max_tokens) for r in chunk]
-        generations = judge.generate(requests)
+    name = "contradiction"
+    kinds = ("negative",)
+
+    def __init__(self, context: ScoringContext, *, judge: Generator | None = None, nli: NliJudge | None = None):
+        super().__init__(context)
+        self.judge, self.nli = judge, nli
+
+    @classmethod
+    def version(cls, config: ScoreConfig) -> str | None:
+        if config.nli_model:
+            return f"nli-1:{config.nli_model}"
+        if config.judge is not None:
+            return f"{JUDGE_PROMPT_VERSION}:{config.judge.backend}:{config.judge.model or ''}"
+        return None
+
+    def chunk_size(self) -> int:
+        # A judge answers one request per candidate: smaller batches lose less when a run is killed.
+        return self.config.chunk_size if self.config.nli_model else min(self.config.chunk_size, 512)
+
+    def load(self) -> None:
+        if self.config.nli_model:
+            self.nli = self.nli or NliJudge(self.config.nli_model, batch_size=self.config.batch_size)
+            return
+        assert self.config.judge is not None  # version() is None without either: never loaded
+        self.judge = self.judge or build_judge(self.config.judge)
+        self.judge.load()
+
+    def score(self, rows: list[dict[str, Any]]) -> list[Score]:
+        if self.config.nli_model:
+            assert self.nli is not None, "load() first"
+            probs = self.nli.probabilities([r["answer"] for r in rows], [r["text"] for r in rows])
+            return [Score(r["candidate_id"], float(p), {"judge": "nli"}) for r, p in zip(rows, probs, strict=True)]
+        assert self.judge is not None and self.config.judge is not None, "load() first"
+        requests = [judge_request(r["question"], r["answer"], r["text"], self.config.judge.max_tokens) for r in rows]
+        generations = self.judge.generate(requests)
         if len(generations) != len(requests):
-            raise LuneError(f"score.judge: backend {config.judge.backend} answered {len(generations)} of "
+            raise LuneError(f"score.judge: backend {self.config.judge.backend} answered {len(generations)} of "
                             f"{len(requests)} requests")
-        rows, rejected = [], []
-        for r, generation in zip(chunk, generations, strict=True):
+        scores = []
+        for r, generation in zip(rows, generations, strict=True):
             output = generation.texts[0] if generation.texts else ""
             verdict = parse_verdict(output)
-            if verdict is None:
-                rejected.append({"run_id": run_id, "stage": "score",
-                                 "source": f"contradiction judge {judge.model_name}",
-                                 "location": r["candidate_id"], "field": "verdict",
-                                 "reason": "judge output is not a JSON verdict", "payload": output})
-            rows.append({"candidate_id": r["candidate_id"], "scorer": NAME, "scorer_version": ver,
-                         "value": None if verdict is None else float(verdict == "contradicts"),
-                         "detail": {"judge": judge.model_name, "verdict": verdict}, "run_id": run_id})
-        if rejected:
-            store.reject(rejected)
-        written += write_scores(store, rows)
-    return written
+            rejection = None if verdict is not None else Rejection(
+                source=f"contradiction judge {self.judge.model_name}", field="verdict",
+                reason="judge output is not a JSON verdict", payload=output)
+            scores.append(Score(r["candidate_id"], None if verdict is None else float(verdict == "contradicts"),
+                                {"judge": self.judge.model_name, "verdict": verdict}, rejection))
+        return scores

@@ -10,19 +10,14 @@ so a rerun after new generations only judges the new ones (against everything).
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 
-from lune.data.scoring_queries import fact_groups, pending_candidates, write_scores
-from lune.data.store import Store
+from lune.data.scoring_queries import fact_groups
 from lune.generators.config import ScoreConfig
-from lune.generators.scorers.embedding import Embedder, model_key
-
-NAME = "duplicate"
-
-
-def version(config: ScoreConfig) -> str:
-    return f"1:{model_key(config.embedding_model)}:{config.duplicate_threshold}"
+from lune.generators.scorers.base import Score, Scorer
+from lune.generators.scorers.embedding import model_key
 
 
 def _order(row: dict) -> tuple:
@@ -52,27 +47,28 @@ def mark_group(rows: list[dict], vectors: np.ndarray, threshold: float) -> dict[
     return decided
 
 
-def run(store: Store, config: ScoreConfig, *, run_id: str | None = None, embedder: Embedder | None = None) -> int:
-    embedder = embedder or Embedder(store, config.embedding_model, batch_size=config.batch_size)
-    ver = version(config)
-    written = 0
-    for chunk in pending_candidates(store, NAME, ver, chunk_size=config.chunk_size):
-        keys = sorted({(r["fact_id"], r["kind"]) for r in chunk})
-        members = fact_groups(store, keys, duplicate_version=ver)
+class Duplicate(Scorer):
+    name = "duplicate"
+
+    @classmethod
+    def version(cls, config: ScoreConfig) -> str:
+        return f"1:{model_key(config.embedding_model)}:{config.duplicate_threshold}"
+
+    def score(self, rows: list[dict[str, Any]]) -> list[Score]:
+        keys = sorted({(r["fact_id"], r["kind"]) for r in rows})
+        members = fact_groups(self.context.store, keys, duplicate_version=self.version(self.config))
         # Every undecided member of a touched group is decided now (best first across the whole
-        # group), also those whose id falls in a later chunk.
+        # group), also those whose id falls in a later batch.
         groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
         for row in members:
             groups[(row["fact_id"], row["kind"])].append(row)
         texts = [row["text"] for group in groups.values() for row in group]
-        vectors = embedder.embed(texts) if texts else np.zeros((0, 0), dtype=np.float32)
-        out, offset = [], 0
+        vectors = self.context.embedder.embed(texts) if texts else np.zeros((0, 0), dtype=np.float32)
+        scores, offset = [], 0
         for group in groups.values():
-            decided = mark_group(group, vectors[offset : offset + len(group)], config.duplicate_threshold)
+            decided = mark_group(group, vectors[offset : offset + len(group)], self.config.duplicate_threshold)
             offset += len(group)
             for cid, (value, of, cosine) in decided.items():
                 detail = {"of": of, "cosine": round(cosine, 4)} if of else {"max_cosine": round(cosine, 4)}
-                out.append({"candidate_id": cid, "scorer": NAME, "scorer_version": ver, "value": value,
-                            "detail": detail, "run_id": run_id})
-        written += write_scores(store, out)
-    return written
+                scores.append(Score(cid, value, detail))
+        return scores

@@ -3,6 +3,12 @@
 Texts are keyed by ``data.ids.text_hash``: a text that occurs many times (a fact's answer shared by
 all its negatives, a negative generated twice) is encoded once, ever, per model. Vectors are
 L2-normalised, so a dot product is the cosine.
+
+New texts are encoded batch by batch and each batch is cached as soon as it is encoded, so a killed
+run loses at most one batch. The batches are formed here the way sentence-transformers forms them
+inside one ``encode`` call (longest texts first, ``batch_size`` at a time), with a stable sort: the
+texts left after a kill fall into the same batches as in an uninterrupted run, and a batch's
+vectors depend on its members (padding), so a resumed run stores the very same vectors.
 """
 
 from __future__ import annotations
@@ -65,25 +71,27 @@ class Embedder:
                                convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 
+    def batches(self, texts: Sequence[str]) -> list[list[int]]:
+        """Indices of ``texts`` in encoding batches: longest first (character length, as
+        sentence-transformers sorts), ties in the given order, ``batch_size`` per batch."""
+        order = np.argsort([-len(t) for t in texts], kind="stable").tolist()
+        return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Vectors of ``texts`` (row i for texts[i]); cache misses are encoded in one batch and stored."""
+        """Vectors of ``texts`` (row i for texts[i]); cache misses are encoded and stored batch by batch."""
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
         hashes = [text_hash(t) for t in texts]
         unique: dict[str, str] = {}
         for h, t in zip(hashes, texts):
             unique.setdefault(h, t)
         found, matrix = cached_vectors(self.store, self.key, list(unique))
-        index = {h: i for i, h in enumerate(found)}
-        missing = [h for h in unique if h not in index]
-        if missing:
-            fresh = self.encode_uncached([unique[h] for h in missing])
-            store_vectors(self.store, self.key, missing, fresh)
-            self.encoded += len(missing)
-            if matrix.size:
-                matrix = np.vstack([matrix, fresh])
-            else:
-                matrix = fresh
-            for i, h in enumerate(missing, start=len(found)):
-                index[h] = i
-        if not hashes:
-            return np.zeros((0, 0), dtype=np.float32)
-        return matrix[[index[h] for h in hashes]]
+        vectors = dict(zip(found, matrix))
+        missing = [h for h in unique if h not in vectors]
+        for batch in self.batches([unique[h] for h in missing]):
+            batch_hashes = [missing[i] for i in batch]
+            fresh = self.encode_uncached([unique[h] for h in batch_hashes])
+            store_vectors(self.store, self.key, batch_hashes, fresh)
+            self.encoded += len(batch_hashes)
+            vectors.update(zip(batch_hashes, fresh))
+        return np.stack([vectors[h] for h in hashes])

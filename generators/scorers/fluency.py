@@ -1,11 +1,21 @@
-"""`fluency`: how well-formed a candidate reads, in [0, 1].
+"""`fluency`: does a candidate read as text rather than a degenerate loop? In [0, 1], by one of two measures.
 
-With ``score.fluency_model`` set: the mean token log-likelihood under that causal LM (``detail``
-keeps it, in nats), mapped linearly so that 0 nats is 1.0 and ``score.fluency_logprob_floor`` is 0.
-Without it (the default, no model): character-trigram entropy normalised by its maximum,
-H / log2(N) over the N trigrams, mapped so that 0.9 (ordinary prose: 0.91 to 0.99 on TOFU) is 1.0
-and 0.6 is 0; repetition loops ("the the the", a sentence said three times) score 0 to 0.4. Texts
-under 12 characters (answer spans such as "2014") are not judged: 1.0; an empty text is 0.
+- **Character-trigram entropy** (the default, no model): the entropy of the text's character
+  trigrams normalised by its maximum, H / log2(N) over the N trigrams, mapped so that 0.9
+  (ordinary prose: 0.91 to 0.99 on TOFU) is 1.0 and 0.6 is 0. It measures repetition, not grammar:
+  loops ("the the the", a sentence said three times) score 0 to 0.4, word salad scores high. Texts
+  under 12 characters (answer spans such as "2014") are not judged: 1.0; an empty text is 0.
+- **Language-model likelihood** (``score.fluency_model`` set): the mean token log-likelihood under
+  that causal LM (``detail`` keeps it, in nats), mapped linearly so that 0 nats is 1.0 and
+  ``score.fluency_logprob_floor`` is 0.
+
+The stored scorer id stays ``fluency`` for both: it names the curation axis (the ``min_fluency``
+gate, the ``fluency_weight`` of quality, the views' ``fluency`` column, the ``disfluent`` drop
+reason), of which the two measures are estimates; the version (``entropy-2`` / ``lm-1:...``) and
+the detail (``trigram_entropy`` / ``mean_logprob``) say which one a stored value comes from.
+Renaming the id would change stored rows, five config keys and the curation SQL for no change of
+meaning. (The evaluation's word n-gram entropy of model answers is a different measure, stored as
+``word_ngram_entropy``.)
 """
 
 from __future__ import annotations
@@ -15,19 +25,11 @@ import math
 from typing import Any
 
 from lune.data.errors import LuneError
-from lune.data.scoring_queries import pending_candidates, write_scores
-from lune.data.store import Store
 from lune.generators.config import ScoreConfig
+from lune.generators.scorers.base import Score, Scorer
 
-NAME = "fluency"
 ENTROPY_LOW, ENTROPY_HIGH = 0.6, 0.9
 SHORT_TEXT = 12  # characters under which entropy is not judged (value 1.0)
-
-
-def version(config: ScoreConfig) -> str:
-    if config.fluency_model:
-        return f"lm-1:{config.fluency_model}:{config.fluency_logprob_floor}"
-    return "entropy-2"
 
 
 def trigram_entropy(text: str) -> float:
@@ -42,7 +44,8 @@ def trigram_entropy(text: str) -> float:
     return entropy / math.log2(n)
 
 
-def entropy_fluency(text: str) -> tuple[float, dict[str, Any]]:
+def trigram_entropy_score(text: str) -> tuple[float, dict[str, Any]]:
+    """(value, detail) by character-trigram entropy: clip((H / log2 N - 0.6) / (0.9 - 0.6), 0, 1)."""
     folded = " ".join(text.split())
     if not folded:
         return 0.0, {"trigram_entropy": 0.0, "note": "empty"}
@@ -54,7 +57,8 @@ def entropy_fluency(text: str) -> tuple[float, dict[str, Any]]:
     return value, {"trigram_entropy": round(ratio, 4)}
 
 
-def logprob_fluency(mean_logprob: float, floor: float) -> float:
+def logprob_score(mean_logprob: float, floor: float) -> float:
+    """Mean token log-likelihood mapped to [0, 1]: clip(1 - mean_logprob / floor, 0, 1)."""
     return min(1.0, max(0.0, 1.0 - mean_logprob / floor))
 
 
@@ -100,24 +104,30 @@ class ReferenceLM:
         return out
 
 
-def run(store: Store, config: ScoreConfig, *, run_id: str | None = None) -> int:
-    ver = version(config)
-    lm = ReferenceLM(config.fluency_model, batch_size=min(config.batch_size, 32)) if config.fluency_model else None
-    written = 0
-    for chunk in pending_candidates(store, NAME, ver, chunk_size=config.chunk_size):
-        rows = []
-        if lm is None:
-            scored = [entropy_fluency(row["text"]) for row in chunk]
-        else:
-            scored = []
-            for mean in lm.mean_logprobs([row["text"] for row in chunk]):
-                if mean is None:
-                    scored.append((0.0, {"mean_logprob": None, "note": "no token to score"}))
-                else:
-                    scored.append((logprob_fluency(mean, config.fluency_logprob_floor),
-                                   {"mean_logprob": round(mean, 4)}))
-        for row, (value, detail) in zip(chunk, scored):
-            rows.append({"candidate_id": row["candidate_id"], "scorer": NAME, "scorer_version": ver,
-                         "value": value, "detail": detail, "run_id": run_id})
-        written += write_scores(store, rows)
-    return written
+class Fluency(Scorer):
+    name = "fluency"
+
+    lm: ReferenceLM | None = None  # with score.fluency_model, loaded by load()
+
+    @classmethod
+    def version(cls, config: ScoreConfig) -> str:
+        if config.fluency_model:
+            return f"lm-1:{config.fluency_model}:{config.fluency_logprob_floor}"
+        return "entropy-2"
+
+    def load(self) -> None:
+        if self.config.fluency_model:
+            self.lm = ReferenceLM(self.config.fluency_model, batch_size=min(self.config.batch_size, 32))
+
+    def score(self, rows: list[dict[str, Any]]) -> list[Score]:
+        if not self.config.fluency_model:
+            return [Score(row["candidate_id"], *trigram_entropy_score(row["text"])) for row in rows]
+        assert self.lm is not None, "load() first"
+        scores = []
+        for row, mean in zip(rows, self.lm.mean_logprobs([row["text"] for row in rows]), strict=True):
+            if mean is None:
+                scores.append(Score(row["candidate_id"], 0.0, {"mean_logprob": None, "note": "no token to score"}))
+            else:
+                scores.append(Score(row["candidate_id"], logprob_score(mean, self.config.fluency_logprob_floor),
+                                    {"mean_logprob": round(mean, 4)}))
+        return scores

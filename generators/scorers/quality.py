@@ -18,28 +18,26 @@ from __future__ import annotations
 from typing import Any
 
 from lune.data.ids import content_id
-from lune.data.scoring_queries import pending_candidates, scores_of, write_scores
-from lune.data.store import Store
+from lune.data.scoring_queries import scores_of
 from lune.generators.config import QualityConfig, ScoreConfig
-from lune.generators.scorers import answer_leak, contradiction, fluency, similarity
+from lune.generators.scorers.answer_leak import AnswerLeak
+from lune.generators.scorers.base import Score, Scorer
+from lune.generators.scorers.contradiction import Contradiction
+from lune.generators.scorers.fluency import Fluency
+from lune.generators.scorers.similarity import Similarity
 
-NAME = "quality"
 FORMULA_VERSION = "1"
 
 
 def input_versions(config: ScoreConfig) -> dict[str, str]:
     """The scorer versions quality reads under this config (scorers that are off are absent)."""
-    versions = {"similarity": similarity.version(config), "answer_leak": answer_leak.VERSION}
+    versions = {"similarity": Similarity.version(config), "answer_leak": AnswerLeak.version(config)}
     if "fluency" in config.scorers:
-        versions["fluency"] = fluency.version(config)
-    contra = contradiction.version(config)
+        versions["fluency"] = Fluency.version(config)
+    contra = Contradiction.version(config)
     if contra is not None and "contradiction" in config.scorers:
         versions["contradiction"] = contra
     return versions
-
-
-def version(config: ScoreConfig) -> str:
-    return f"{FORMULA_VERSION}:{content_id(config.quality.model_dump(), input_versions(config))[:12]}"
 
 
 def _clip(x: float) -> float:
@@ -86,18 +84,18 @@ def quality(kind: str, values: dict[str, Any], q: QualityConfig) -> tuple[float 
     return value, {k: round(v, 4) for k, v in terms.items()}
 
 
-def run(store: Store, config: ScoreConfig, *, run_id: str | None = None) -> int:
-    ver = version(config)
-    versions = input_versions(config)
-    written = 0
-    for chunk in pending_candidates(store, NAME, ver, chunk_size=config.chunk_size):
-        values = scores_of(store, [r["candidate_id"] for r in chunk], versions)
-        rows = []
-        for r in chunk:
-            value, detail = quality(r["kind"], values.get(r["candidate_id"], {}), config.quality)
-            if value is None:
-                continue  # inputs not scored yet: scored by a later run
-            rows.append({"candidate_id": r["candidate_id"], "scorer": NAME, "scorer_version": ver,
-                         "value": value, "detail": detail, "run_id": run_id})
-        written += write_scores(store, rows)
-    return written
+class Quality(Scorer):
+    name = "quality"
+
+    @classmethod
+    def version(cls, config: ScoreConfig) -> str:
+        return f"{FORMULA_VERSION}:{content_id(config.quality.model_dump(), input_versions(config))[:12]}"
+
+    def score(self, rows: list[dict[str, Any]]) -> list[Score]:
+        values = scores_of(self.context.store, [r["candidate_id"] for r in rows], input_versions(self.config))
+        scores = []
+        for r in rows:
+            value, detail = quality(r["kind"], values.get(r["candidate_id"], {}), self.config.quality)
+            if value is not None:  # else its inputs are not scored yet: left pending for a later run
+                scores.append(Score(r["candidate_id"], value, detail))
+        return scores

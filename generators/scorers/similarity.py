@@ -11,17 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from lune.data.scoring_queries import pending_candidates, write_scores
-from lune.data.store import Store
 from lune.generators.config import ScoreConfig
+from lune.generators.scorers.base import Score, Scorer
 from lune.generators.scorers.embedding import Embedder, model_key
 
-NAME = "similarity"
 ANSWER_KINDS = frozenset({"negative", "refusal"})
-
-
-def version(config: ScoreConfig) -> str:
-    return f"1:{model_key(config.embedding_model)}"
 
 
 def reference(row: dict[str, Any]) -> tuple[str, str]:
@@ -38,17 +32,17 @@ def cosines(embedder: Embedder, texts: list[str], references: list[str]) -> np.n
     return np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0)
 
 
-def run(store: Store, config: ScoreConfig, *, run_id: str | None = None, embedder: Embedder | None = None) -> int:
-    """Score every candidate not yet scored under this version; return the rows written."""
-    embedder = embedder or Embedder(store, config.embedding_model, batch_size=config.batch_size)
-    ver = version(config)
-    written = 0
-    for chunk in pending_candidates(store, NAME, ver, chunk_size=config.chunk_size):
-        refs = [reference(row) for row in chunk]
-        values = cosines(embedder, [row["text"] for row in chunk], [text for _, text in refs])
-        written += write_scores(store, [
-            {"candidate_id": row["candidate_id"], "scorer": NAME, "scorer_version": ver,
-             "value": float(value), "detail": {"against": against}, "run_id": run_id}
-            for row, (against, _), value in zip(chunk, refs, values)
-        ])
-    return written
+class Similarity(Scorer):
+    """Embeds each batch's candidates and references through the run's shared, cached embedder."""
+
+    name = "similarity"
+
+    @classmethod
+    def version(cls, config: ScoreConfig) -> str:
+        return f"1:{model_key(config.embedding_model)}"
+
+    def score(self, rows: list[dict[str, Any]]) -> list[Score]:
+        refs = [reference(row) for row in rows]
+        values = cosines(self.context.embedder, [row["text"] for row in rows], [text for _, text in refs])
+        return [Score(row["candidate_id"], float(value), {"against": against})
+                for row, (against, _), value in zip(rows, refs, values, strict=True)]
