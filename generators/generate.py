@@ -3,11 +3,14 @@
 No Prefect and no SQL here (the flow, ``flows/generate.py``, wires it; the SQL is in
 ``data/generation_queries.py``), so every step is a function a test can call directly:
 
-    >>> settings = GenerationSettings.from_config(config)
     >>> spec = backend_spec(config, bank=bank)          # plain data: name, options, cache key
-    >>> batches = plan_batches(facts, config.batch_size, spec, settings)
-    >>> out = generate_batch(batches[0].facts, spec, settings, run_id="r1", batch_id=batches[0].batch_id)
+    >>> batches = plan_batches(facts, config.batch_size, spec, config)
+    >>> out = generate_batch(batches[0].facts, spec, config, run_id="r1", batch_id=batches[0].batch_id)
     >>> out["candidates"][0]["candidate_id"]
+
+``config`` is the :class:`~lune.generators.config.GenerateConfig` (a task in another process gets its
+``model_dump()``); of its fields, :data:`OUTPUT_SETTINGS` shape the candidates of a fact whatever
+backend runs, and enter batch ids with the backend's identity.
 
 Ids: a candidate's id hashes what makes it that candidate (fact, kind, text, generator, model, prompt
 version, seed, attack type, source probe), so a rerun writes nothing twice. A request's seed hashes
@@ -22,94 +25,47 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from lune.data.ids import content_id
-from lune.generators.backends import MODEL_BACKENDS, DatasetGenerator, make_backend
+from lune.generators.backends import DatasetGenerator, backend_class, backend_options, make_backend
 from lune.generators.base import Generation, GenerationRequest
+from lune.generators.config import GenerateConfig
 from lune.generators.rules.spans import SpanBank
-from lune.data.records import ATTACK_TYPES
 from lune.generators.rules.templates import rules_version
 from lune.generators.strategies import Strategy, strategies_for
 
 STAGE = "generate"
 
 
-@dataclass(frozen=True)
-class GenerationSettings:
-    """What shapes the candidates of a fact, whatever runs the generation (plain, JSON-able data)."""
+# The settings that shape the candidates of a fact, whatever backend runs the generation.
+OUTPUT_SETTINGS = ("kinds", "attack_types", "n", "temperature", "top_p", "max_tokens", "seed", "structured",
+                   "include_dataset")
 
-    kinds: tuple[str, ...] = ("negative", "paraphrase", "attack")
-    attack_types: tuple[str, ...] = ATTACK_TYPES
-    n: int = 4
-    temperature: float = 0.9
-    top_p: float = 0.95
-    max_tokens: int = 96
-    seed: int = 0
-    structured: bool = True
-    include_dataset: bool = True
 
-    @classmethod
-    def from_config(cls, config: Any) -> GenerationSettings:
-        return cls(kinds=tuple(config.kinds), attack_types=tuple(config.attack_types), n=config.n,
-                   temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
-                   seed=config.seed, structured=config.structured, include_dataset=config.include_dataset)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GenerationSettings:
-        values = dict(data)
-        values["kinds"] = tuple(values.get("kinds", cls.kinds))
-        values["attack_types"] = tuple(values.get("attack_types", cls.attack_types))
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+def as_config(config: GenerateConfig | Mapping[str, Any]) -> GenerateConfig:
+    """The config itself, or the config a task received as a ``model_dump()``."""
+    return config if isinstance(config, GenerateConfig) else GenerateConfig.model_validate(dict(config))
 
 
 # -- backends ------------------------------------------------------------------------------------
 
 
-def backend_spec(config: Any, *, bank: SpanBank | None = None) -> dict[str, Any]:
+def backend_spec(config: GenerateConfig, *, bank: SpanBank | None = None) -> dict[str, Any]:
     """How to build the configured backend in any process: ``{"name", "options", "identity", "key"}``.
 
-    Model backends get paths and names, never model objects (a task builds and caches its own).
-    ``identity`` is what of the backend enters batch ids (not URLs, concurrency or devices: a batch
-    made on another server is the same batch); ``key`` caches a built backend per process.
+    ``options`` are the backend's keyword options from its config section (:func:`backend_options`),
+    with the rules' span bank; model backends get paths and names, never model objects (a task
+    builds and caches its own). ``identity`` is what of the backend enters batch ids (the class's
+    ``identity``: not URLs, concurrency or devices, so a batch made on another server is the same
+    batch); ``key`` caches a built backend per process.
     """
     name = config.backend
-    options: dict[str, Any]
-    if name == "rules":
-        bank_id = bank.bank_id() if bank is not None else None
-        options = {"bank": bank.to_dict() if bank is not None else None, "seed": config.seed}
-        identity: dict[str, Any] = {"backend": "rules", "bank": bank_id}
-        return {"name": name, "options": options, "identity": identity, "key": content_id("rules", bank_id)}
-    if name == "dataset":
-        options, identity = {}, {"backend": "dataset"}
-    elif name == "transformers":
-        t = config.transformers
-        options = {"model": config.model, "adapter": config.adapter, "device": t.device, "dtype": t.dtype,
-                   "batch_size": t.batch_size, "use_chat_template": config.use_chat_template}
-        identity = {"backend": name, "model": config.model, "adapter": config.adapter, "dtype": t.dtype,
-                    "chat": config.use_chat_template}
-    elif name == "vllm":
-        v = config.vllm
-        options = {"model": config.model, "adapter": config.adapter, "tensor_parallel_size": v.tensor_parallel_size,
-                   "dtype": v.dtype, "max_model_len": v.max_model_len,
-                   "gpu_memory_utilization": v.gpu_memory_utilization,
-                   "enable_prefix_caching": v.enable_prefix_caching, "max_lora_rank": v.max_lora_rank,
-                   "seed": config.seed, "use_chat_template": config.use_chat_template,
-                   "engine_kwargs": dict(v.engine_kwargs)}
-        identity = {"backend": name, "model": config.model, "adapter": config.adapter, "dtype": v.dtype,
-                    "chat": config.use_chat_template}
-    elif name == "openai":
-        o = config.openai
-        options = {"base_urls": list(o.base_urls), "model": config.model, "api_key": o.api_key, "chat": o.chat,
-                   "concurrency": o.concurrency, "max_retries": o.max_retries, "timeout_s": o.timeout_s,
-                   "backoff_s": o.backoff_s, "json_mode": o.json_mode}
-        identity = {"backend": name, "model": config.model, "chat": o.chat, "json_mode": o.json_mode}
-    else:
-        raise ValueError(f"unknown backend {name!r}")
+    options = backend_options(config)
+    if needs_bank(name):
+        options["bank"] = bank.to_dict() if bank is not None else None
+    identity = {"backend": name, **backend_class(name).identity(options)}
     return {"name": name, "options": options, "identity": identity, "key": content_id(name, options)}
 
 
@@ -143,7 +99,7 @@ def request_seed(base_seed: int, fact_id: str, strategy: str, attack_type: str |
     return int(content_id("seed", base_seed, fact_id, strategy, attack_type)[:8], 16) & 0x7FFFFFFF
 
 
-def build_requests(facts: Sequence[Mapping[str, Any]], strategies: Sequence[Strategy], settings: GenerationSettings,
+def build_requests(facts: Sequence[Mapping[str, Any]], strategies: Sequence[Strategy], settings: GenerateConfig,
                    *, expands_attack_types: bool = True, render: bool = True) -> list[GenerationRequest]:
     """One request per fact and strategy (per attack family, unless the backend returns all families
     from one request, as ``dataset`` does)."""
@@ -239,7 +195,7 @@ def rows_from_generations(generations: Sequence[Generation], strategies: Mapping
     return candidates, rejections, outputs
 
 
-def run_backend(facts: Sequence[Mapping[str, Any]], backend: Any, settings: GenerationSettings, *,
+def run_backend(facts: Sequence[Mapping[str, Any]], backend: Any, settings: GenerateConfig, *,
                 run_id: str | None = None, batch_id: str | None = None,
                 lock: threading.Lock | None = None) -> dict[str, Any]:
     """Generate with one backend for ``facts``: ``{"candidates", "rejections", "stats"}``."""
@@ -268,12 +224,12 @@ def run_backend(facts: Sequence[Mapping[str, Any]], backend: Any, settings: Gene
                       "by_kind": dict(Counter(c["kind"] for c in candidates))}}
 
 
-def generate_batch(facts: Sequence[Mapping[str, Any]], spec: Mapping[str, Any], settings: GenerationSettings | Mapping,
-                   *, run_id: str | None = None, batch_id: str | None = None) -> dict[str, Any]:
+def generate_batch(facts: Sequence[Mapping[str, Any]], spec: Mapping[str, Any],
+                   settings: GenerateConfig | Mapping[str, Any], *, run_id: str | None = None,
+                   batch_id: str | None = None) -> dict[str, Any]:
     """Everything one batch makes: the configured backend's candidates, plus the dataset's own
     probes as candidates when ``settings.include_dataset``. Called in a task worker."""
-    if not isinstance(settings, GenerationSettings):
-        settings = GenerationSettings.from_dict(settings)
+    settings = as_config(settings)
     backend, lock = cached_backend(spec)
     out = run_backend(facts, backend, settings, run_id=run_id, batch_id=batch_id, lock=lock)
     if settings.include_dataset and spec["name"] != "dataset":
@@ -303,7 +259,7 @@ class Batch:
         return [f["fact_id"] for f in self.facts]
 
 
-def prompt_versions(settings: GenerationSettings, backend_name: str) -> dict[str, str | None]:
+def prompt_versions(settings: GenerateConfig, backend_name: str) -> dict[str, str | None]:
     """The prompt (or rules template) version of every strategy the settings use."""
     out: dict[str, str | None] = {}
     for s in strategies_for(settings.kinds, settings.attack_types):
@@ -313,13 +269,14 @@ def prompt_versions(settings: GenerationSettings, backend_name: str) -> dict[str
     return out
 
 
-def generation_identity(spec: Mapping[str, Any], settings: GenerationSettings) -> str:
+def generation_identity(spec: Mapping[str, Any], settings: GenerateConfig) -> str:
     """Hash of everything besides the facts that shapes a batch's output."""
-    return content_id("generation", spec["identity"], settings.to_dict(), prompt_versions(settings, spec["name"]))
+    return content_id("generation", spec["identity"], settings.model_dump(include=set(OUTPUT_SETTINGS)),
+                      prompt_versions(settings, spec["name"]))
 
 
 def plan_batches(facts: Sequence[Mapping[str, Any]], batch_size: int, spec: Mapping[str, Any],
-                 settings: GenerationSettings) -> list[Batch]:
+                 settings: GenerateConfig) -> list[Batch]:
     """Facts (sorted by id) cut into batches of ``batch_size``, each with its content-hash id."""
     ordered = sorted(facts, key=lambda f: f["fact_id"])
     identity = generation_identity(spec, settings)
@@ -331,13 +288,9 @@ def plan_batches(facts: Sequence[Mapping[str, Any]], batch_size: int, spec: Mapp
     return batches
 
 
-def needs_probes(backend_name: str, settings: GenerationSettings) -> bool:
+def needs_probes(backend_name: str, settings: GenerateConfig) -> bool:
     return backend_name == "dataset" or settings.include_dataset
 
 
 def needs_bank(backend_name: str) -> bool:
     return backend_name == "rules"
-
-
-def is_model_backend(backend_name: str) -> bool:
-    return backend_name in MODEL_BACKENDS

@@ -17,12 +17,10 @@ import importlib
 import os
 import signal
 import sys
-from types import ModuleType
 
 from lune.data.errors import LuneError
 
-# Sub-command name -> module, in pipeline order. A module that is not there yet is left out of
-# the command line (its stage is not built), so the help only lists what works.
+# Sub-command name -> module, in pipeline order.
 COMMANDS: dict[str, str] = {
     "ingest": "lune.commands.ingest",
     "generate": "lune.commands.generate",
@@ -37,17 +35,6 @@ COMMANDS: dict[str, str] = {
     "sql": "lune.commands.sql",
     "stats": "lune.commands.stats",
 }
-
-
-def _available_commands() -> dict[str, ModuleType]:
-    found = {}
-    for name, module_name in COMMANDS.items():
-        try:
-            found[name] = importlib.import_module(module_name)
-        except ModuleNotFoundError as err:
-            if err.name != module_name:  # the module exists but one of its imports is missing: a bug
-                raise
-    return found
 
 
 def add_db_argument(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `lune COMMAND --help` for each command's options and an example.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in _available_commands().items():
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
         sub_parser = sub.add_parser(
             name,
             help=module.HELP,
@@ -100,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     # running stage is marked failed in `runs`, and Prefect's temporary server, a child process that
     # is stopped at interpreter exit, does not outlive us (with the default handler it did).
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    if args.command not in ("sql", "stats"):  # the commands that may start a Prefect server
+        from lune.leftovers import stop_orphaned_servers
+
+        for server in stop_orphaned_servers():
+            print(f"lune: stopped a Prefect temporary server left behind by a killed lune process ({server})",
+                  file=sys.stderr)
     try:
         return int(args._run(args) or 0)
     except LuneError as err:
@@ -113,6 +107,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lune {args.command}: interrupted; what was stored so far is kept, rerun to resume", file=sys.stderr)
         return 130
+    except Exception as err:  # a full disk or a folder that cannot be written is the user's to fix; the rest a bug
+        from lune.data.io_errors import storage_error
+
+        problem = storage_error(err)
+        if problem is None:
+            raise
+        print(f"lune {args.command}: error: {problem}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from lune.data import generation_queries as q
 from lune.data.errors import LuneError
 from lune.data.store import Store
 from lune.generators.backends import DatasetGenerator
-from lune.generators.generate import GenerationSettings, run_backend
+from lune.generators.config import GenerateConfig
+from lune.generators.generate import run_backend
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def test_select_facts_by_split_and_where(store) -> None:
 
 
 def test_probes_for_facts_links_subject_level_probes(store) -> None:
-    facts, probes = rwku_like_rows()
+    facts, _ = rwku_like_rows()
     ids = [f.fact_id for f in facts]
     found = q.probes_for_facts(store, ids)
     anchor = min(ids)
@@ -71,7 +72,7 @@ def test_dataset_backend_turns_probes_into_candidates(store) -> None:
     probes = q.probes_for_facts(store, [f["fact_id"] for f in facts])
     for fact in facts:
         fact["probes"] = probes.get(fact["fact_id"], [])
-    settings = GenerationSettings(kinds=("negative", "paraphrase", "attack", "refusal"), n=2)
+    settings = GenerateConfig(kinds=("negative", "paraphrase", "attack", "refusal"), n=2)
     out = run_backend(facts, DatasetGenerator(), settings, run_id="r1", batch_id="b1")
     rows = out["candidates"]
     expected = sum(1 for f in facts for p in f["probes"])

@@ -1,4 +1,5 @@
-"""The openai backend's HTTP behaviour: retries with backoff, failover, round-robin, bounded concurrency.
+"""The openai backend's HTTP behaviour: the openai SDK's retries with backoff, failover to the next URL,
+round-robin, bounded concurrency.
 
 The server here is a boundary fake: a small local HTTP server that answers like an
 OpenAI-compatible `/v1/completions` endpoint but fails on purpose (429, 503, 400, slow answers),
@@ -101,7 +102,7 @@ def requests(k: int, n: int = 2) -> list[GenerationRequest]:
 
 def test_retries_429_then_succeeds(servers) -> None:
     server = serve(servers, script=[429, 429])
-    gen = OpenAIGenerator(server.url, backoff_s=0.01)
+    gen = OpenAIGenerator(server.url)
     out = gen.generate(requests(1))
     assert out[0].texts == ["p0|0|0", "p0|1|0"] and out[0].errors == []
     assert len(server.bodies) == 3 and gen.stats["retries"] == 2
@@ -110,16 +111,26 @@ def test_retries_429_then_succeeds(servers) -> None:
 
 def test_backoff_grows_exponentially(servers) -> None:
     server = serve(servers, script=[503, 503, 503])
-    gen = OpenAIGenerator(server.url, model="m", backoff_s=0.1)
+    gen = OpenAIGenerator(server.url, model="m")
     started = time.perf_counter()
     gen.generate(requests(1))
-    assert time.perf_counter() - started >= 0.1 + 0.2 + 0.4
+    # the openai SDK's schedule: 0.5 s doubling, less up to 25 % jitter
+    assert time.perf_counter() - started >= 0.75 * (0.5 + 1 + 2)
+    assert gen.stats["retries"] == 3
+
+
+def test_time_outs_are_retried_on_the_next_url(servers) -> None:
+    slow, fast = serve(servers, delay_s=1.5), serve(servers)
+    gen = OpenAIGenerator([slow.url, fast.url], model="m", timeout_s=0.5)
+    out = gen.generate(requests(4))
+    assert all(len(g.texts) == 2 for g in out)
+    assert len(slow.bodies) == 2 and len(fast.bodies) == 4  # two started on the slow one, then moved
 
 
 def test_failover_to_the_next_url(servers) -> None:
     dead = serve(servers, script=[503] * 100)
     alive = serve(servers)
-    gen = OpenAIGenerator([dead.url, alive.url], model="m", backoff_s=0.0)
+    gen = OpenAIGenerator([dead.url, alive.url], model="m")
     out = gen.generate(requests(6))
     assert all(len(g.texts) == 2 for g in out)
     assert len(alive.bodies) == 6 and len(dead.bodies) == 3  # half started on the dead one, then moved
@@ -149,7 +160,7 @@ def test_bad_request_is_an_error_on_that_request_only(servers) -> None:
 def test_exhausted_retries_and_auth_errors_fail_the_call(servers) -> None:
     busy = serve(servers, script=[429] * 10)
     with pytest.raises(GenerationError, match="gave up after 3 attempts"):
-        OpenAIGenerator(busy.url, model="m", max_retries=2, backoff_s=0.0).generate(requests(1))
+        OpenAIGenerator(busy.url, model="m", max_retries=2).generate(requests(1))
     denied = serve(servers, script=[401])
     with pytest.raises(GenerationError, match="HTTP 401"):
         OpenAIGenerator(denied.url, model="m").generate(requests(1))
@@ -157,7 +168,7 @@ def test_exhausted_retries_and_auth_errors_fail_the_call(servers) -> None:
 
 def test_connection_errors_are_retried(servers) -> None:
     alive = serve(servers)
-    gen = OpenAIGenerator(["http://127.0.0.1:9", alive.url], model="m", backoff_s=0.0, timeout_s=2)
+    gen = OpenAIGenerator(["http://127.0.0.1:9", alive.url], model="m", timeout_s=2)
     assert all(len(g.texts) == 2 for g in gen.generate(requests(4)))
 
 

@@ -9,11 +9,19 @@ import pytest
 from _generate_data import fact_rows
 
 from lune.core.matching import contains_span
-from lune.generators.backends import RulesGenerator
-from lune.generators.generate import GenerationSettings, build_requests, run_backend
-from lune.generators.rules.spans import (SpanBank, counterfactuals, fast_contains, name_key, span_type, swap_span,
-                                    synthetic_span)
 from lune.data.records import ATTACK_TYPES, normalize_attack_type
+from lune.generators.backends import RulesGenerator
+from lune.generators.config import GenerateConfig
+from lune.generators.generate import build_requests, run_backend
+from lune.generators.rules.spans import (
+    SpanBank,
+    counterfactuals,
+    fast_contains,
+    name_key,
+    span_type,
+    swap_span,
+    synthetic_span,
+)
 from lune.generators.rules.templates import attacks, paraphrases, refusals
 from lune.generators.strategies import strategies_for
 
@@ -97,18 +105,18 @@ def test_counterfactual_reasons_when_impossible(bank) -> None:
 
 
 def test_rules_are_deterministic_under_a_seed(facts, bank) -> None:
-    settings = GenerationSettings(kinds=("negative", "paraphrase", "attack", "refusal"), n=5, seed=3,
-                                  include_dataset=False)
+    settings = GenerateConfig(kinds=("negative", "paraphrase", "attack", "refusal"), n=5, seed=3,
+                              include_dataset=False)
     first = run_backend(facts[:60], RulesGenerator(bank=bank), settings)["candidates"]
     again = run_backend(facts[:60], RulesGenerator(bank=bank.to_dict()), settings)["candidates"]
     assert [c["candidate_id"] for c in first] == [c["candidate_id"] for c in again]
     other = run_backend(facts[:60], RulesGenerator(bank=bank),
-                        GenerationSettings(**{**settings.to_dict(), "seed": 4}))["candidates"]
+                        settings.model_copy(update={"seed": 4}))["candidates"]
     assert {c["text"] for c in other} != {c["text"] for c in first}
 
 
 def test_every_kind_and_attack_family_is_produced(facts, bank) -> None:
-    settings = GenerationSettings(kinds=("negative", "paraphrase", "attack", "refusal"), n=3, include_dataset=False)
+    settings = GenerateConfig(kinds=("negative", "paraphrase", "attack", "refusal"), n=3, include_dataset=False)
     out = run_backend(facts, RulesGenerator(bank=bank), settings)
     kinds = {c["kind"] for c in out["candidates"]}
     families = {c["attack_type"] for c in out["candidates"] if c["kind"] == "attack"}
@@ -187,7 +195,7 @@ def test_bank_round_trip_and_related_rows(facts, bank) -> None:
 
 
 def test_rules_without_a_bank_build_one_from_the_requests(facts) -> None:
-    settings = GenerationSettings(kinds=("negative",), n=2, include_dataset=False)
+    settings = GenerateConfig(kinds=("negative",), n=2, include_dataset=False)
     requests = build_requests(facts[:30], strategies_for(settings.kinds), settings, render=False)
     generations = RulesGenerator().generate(requests)
     assert sum(len(g.texts) for g in generations) > 0
@@ -195,7 +203,7 @@ def test_rules_without_a_bank_build_one_from_the_requests(facts) -> None:
 
 def test_rules_throughput_smoke(facts, bank) -> None:
     """A floor far under the benchmark's target (bench/generate.py measures the real figure)."""
-    settings = GenerationSettings(kinds=("negative", "paraphrase", "attack"), n=4, include_dataset=False)
+    settings = GenerateConfig(kinds=("negative", "paraphrase", "attack"), n=4, include_dataset=False)
     started = time.perf_counter()
     out = run_backend(facts, RulesGenerator(bank=bank), settings)
     rate = len(out["candidates"]) / (time.perf_counter() - started)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from _generate_data import PROMPTS, make_lora_adapter
 
-from lune.data.errors import LuneError
 from lune.core.greedy import greedy_answers, greedy_complete
+from lune.data.errors import LuneError
 from lune.generators.backends import TransformersGenerator
 from lune.generators.backends.transformers_backend import trim_at_stop
 from lune.generators.base import GenerationRequest
@@ -90,7 +90,7 @@ def test_adapters_default_per_call_and_base(tiny_model_dir, adapter_dir, gen) ->
 def test_missing_paths_are_clear_errors(tmp_path, gen) -> None:
     with pytest.raises(LuneError, match="not found"):
         TransformersGenerator(str(tmp_path / "nope")).load()
-    with pytest.raises(LuneError, match="adapter folder .* not found"):
+    with pytest.raises(LuneError, match=r"adapter folder .* not found"):
         gen.greedy(PROMPTS[:1], max_tokens=2, adapter=str(tmp_path / "nope"))
 
 

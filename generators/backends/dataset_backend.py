@@ -18,8 +18,11 @@ store, see ``data.generation_queries.probes_for_facts``); the prompt is ignored.
 
 from __future__ import annotations
 
-from lune.generators.base import Generation, GenerationRequest
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
 from lune.data.records import normalize_attack_type
+from lune.generators.base import Generation, GenerationRequest
 
 PROBE_KIND_TO_CANDIDATE: dict[str, str] = {
     "perturbed_answer": "negative",
@@ -36,6 +39,13 @@ class DatasetGenerator:
     raw_output = True
     expands_attack_types = False  # one request per fact and kind returns every attack family
     thread_safe = True
+    options_model = None
+    shared_settings: ClassVar[tuple[str, ...]] = ()
+
+    @staticmethod
+    def identity(options: Mapping[str, Any]) -> dict[str, Any]:
+        """Nothing but the probes in the store shapes the output."""
+        return {}
 
     @property
     def model_name(self) -> str:

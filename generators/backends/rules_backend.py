@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from lune.generators.base import Generation, GenerationRequest
 from lune.generators.rules.spans import SpanBank, counterfactuals, span_type
@@ -28,10 +28,18 @@ class RulesGenerator:
     raw_output = True          # texts are final candidates: no strategy parser
     expands_attack_types = True
     thread_safe = True
+    options_model = None       # no section of its own; the bank comes from the store
+    shared_settings: ClassVar[tuple[str, ...]] = ("seed",)
 
     def __init__(self, bank: SpanBank | Mapping[str, Any] | None = None, seed: int = 0):
         self.bank = SpanBank.from_dict(bank) if isinstance(bank, Mapping) else bank
         self.seed = seed
+
+    @staticmethod
+    def identity(options: Mapping[str, Any]) -> dict[str, Any]:
+        """The span bank shapes the output (the seed enters each request's seed instead)."""
+        bank = options.get("bank")
+        return {"bank": SpanBank.from_dict(bank).bank_id() if bank is not None else None}
 
     @property
     def model_name(self) -> str:

@@ -18,14 +18,15 @@ For evaluation (greedy answers from a base model and its unlearned adapters, one
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lune.data.errors import LuneError
 from lune.data.ids import content_id
 from lune.generators.base import Generation, GenerationRequest
+from lune.generators.config import TransformersOptions
 
 
 def trim_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -46,13 +47,16 @@ class TransformersGenerator:
     another one (or ``False`` for the base model) per call, each loaded once.
     ``batch_size``: prompts per forward batch (a sampling chunk holds ``batch_size // n`` prompts).
     ``use_chat_template``: None = use the tokenizer's chat template for requests with messages when it
-    has one; True / False force it.
+    has one; True / False force it. The keyword options besides those are the fields of
+    :class:`~lune.generators.config.TransformersOptions`.
     """
 
     name = "transformers"
     raw_output = False
     expands_attack_types = True
     thread_safe = False
+    options_model: ClassVar[type[TransformersOptions]] = TransformersOptions
+    shared_settings: ClassVar[tuple[str, ...]] = ("model", "adapter", "use_chat_template")
 
     def __init__(self, model: str, adapter: str | None = None, *, device: str | None = None,
                  dtype: str | None = None, batch_size: int = 16, use_chat_template: bool | None = None,
@@ -69,6 +73,12 @@ class TransformersGenerator:
         self._peft: Any = None
         self._adapters: dict[str, str] = {}   # adapter path -> PEFT adapter name
         self._lock = threading.Lock()
+
+    @staticmethod
+    def identity(options: Mapping[str, Any]) -> dict[str, Any]:
+        """The options that enter batch ids (not the device or the batch size, as before)."""
+        return {"model": options["model"], "adapter": options["adapter"], "dtype": options["dtype"],
+                "chat": options["use_chat_template"]}
 
     @property
     def model_name(self) -> str:
@@ -118,7 +128,7 @@ class TransformersGenerator:
         self._peft.set_adapter(self._adapters[adapter])
         return self._peft
 
-    def _resolve_adapter(self, adapter: str | None | bool) -> str | None:
+    def _resolve_adapter(self, adapter: str | bool | None) -> str | None:
         if adapter is None:
             return self.adapter
         if adapter is False:
@@ -135,7 +145,7 @@ class TransformersGenerator:
         return request.prompt
 
     def greedy(self, prompts: Sequence[str], *, max_tokens: int = 48, stop: Sequence[str] = (),
-               adapter: str | None | bool = None) -> list[str]:
+               adapter: str | bool | None = None) -> list[str]:
         """Greedy continuations of ``prompts`` (stripped, trimmed at ``stop``), batched.
 
         ``adapter``: None = the generator's own adapter (if any); False = the base model; a path =
@@ -150,7 +160,7 @@ class TransformersGenerator:
         return [trim_at_stop(t, stop).strip() for t in texts]
 
     def greedy_answers(self, questions: Sequence[str], *, max_tokens: int = 48,
-                       adapter: str | None | bool = None) -> list[str]:
+                       adapter: str | bool | None = None) -> list[str]:
         """Greedy answers to ``questions`` laid out by :func:`data.prompt_format.render_prompt` (the
         layout the model was taught with), as :func:`evaluation.greedy.greedy_answers`."""
         from lune.core.prompt_format import render_prompt
@@ -160,7 +170,7 @@ class TransformersGenerator:
         return self.greedy(prompts, max_tokens=max_tokens, adapter=adapter)
 
     @contextmanager
-    def _using(self, adapter: str | None | bool) -> Iterator[Any]:
+    def _using(self, adapter: str | bool | None) -> Iterator[Any]:
         """The model to run with the right adapter active. Once PEFT has wrapped the base model, its
         layers carry LoRA modules, so the base model is the wrapper with its adapters disabled."""
         resolved = self._resolve_adapter(adapter)

@@ -10,18 +10,23 @@ EXAMPLE = ("lune curate --name tofu-forget10\n"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", help="name of the set (default: curate.name of the config)")
+    from lune.cli_options import add_model_options
+    from lune.generators.config import CurateConfig
+
     parser.add_argument("--config", help="pipeline config file whose `curate` and `score` sections apply "
-                                         "(default: the embedded one)")
+                                         "(default: the embedded one); the options below override `curate`")
+    add_model_options(parser, CurateConfig)
 
 
 def run(args: argparse.Namespace) -> int:
+    from lune.cli_options import apply_options
     from lune.data.store import Store
-    from lune.generators.curation import curate_stage
     from lune.flows.config import load_config
+    from lune.generators.config import CurateConfig
+    from lune.generators.curation import curate_stage
 
     config = load_config(args.config)
-    curate = config.curate if not args.name else config.curate.model_copy(update={"name": args.name})
+    curate = apply_options(args, CurateConfig, config.curate, source=args.config or "lune curate options")
     with Store.open(args.db) as store:
         result = curate_stage(store, curate, config.score)
     counts = result.counts

@@ -12,21 +12,20 @@ EXAMPLE = ("lune evaluate --model runs/default/taught --adapter runs/default/lun
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lune.cli_options import add_model_options
+    from lune.evaluation.config import EvaluateConfig
+
     parser.add_argument("--model", required=True, metavar="DIR", help="the base model (e.g. taught by `lune teach`)")
     parser.add_argument("--adapter", action="append", default=[], metavar="[LABEL=]DIR",
                         help="PEFT adapter (or full model) directory of an unlearned model; repeat to compare several "
                              "methods in one report, each as LABEL=DIR")
     parser.add_argument("--label", default="unlearned",
                         help="label of an --adapter given without LABEL= (default: unlearned)")
-    parser.add_argument("--retain-model", metavar="DIR",
-                        help="model taught without the forget facts: enables TOFU forget quality")
-    parser.add_argument("--set", dest="set_name", metavar="NAME",
-                        help="curated set (name or id) whose held-out probes to use (default: the latest)")
-    parser.add_argument("--backend", choices=["transformers", "vllm"], help="generation backend (default: transformers)")
-    parser.add_argument("--max-per-set", type=int, metavar="N", help="cap on the probes of each set (default 500)")
-    parser.add_argument("--config", metavar="YAML", help="pipeline config whose `evaluate:` section to use")
+    parser.add_argument("--config", metavar="YAML", help="pipeline config whose `evaluate:` section to use; "
+                        "the options below override it")
     parser.add_argument("--out", default="runs/evaluate", metavar="DIR", help="report folder (default: runs/evaluate)")
     parser.add_argument("--run-id", help="id of the runs row to write (default: a fresh one)")
+    add_model_options(parser, EvaluateConfig)
 
 
 def parse_adapters(values: list[str], default_label: str) -> dict[str, str]:
@@ -47,8 +46,8 @@ def parse_adapters(values: list[str], default_label: str) -> dict[str, str]:
 
 
 def print_headline(headline: dict[str, dict[str, Any]]) -> None:
-    from lune.evaluation.report import HEADLINE_COLUMNS, fmt
     from lune.commands.sql import format_table
+    from lune.evaluation.report import HEADLINE_COLUMNS, fmt
 
     keys = [c for c in HEADLINE_COLUMNS if any(c[0] in v for v in headline.values())]
     print(format_table(["model", *[c[1] for c in keys]],
@@ -56,20 +55,20 @@ def print_headline(headline: dict[str, dict[str, Any]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lune.flows.evaluate import evaluate_flow
+    from lune.cli_options import apply_options
+    from lune.evaluation.config import EvaluateConfig
     from lune.flows.config import load_config
+    from lune.flows.evaluate import evaluate_flow
 
-    settings: dict[str, Any] = load_config(args.config).evaluate.model_dump() if args.config else {}
-    if args.backend:
-        settings["backend"] = args.backend
-    if args.max_per_set:
-        settings["max_per_set"] = args.max_per_set
+    base = load_config(args.config).evaluate if args.config else None
+    config = apply_options(args, EvaluateConfig, base, source=args.config or "lune evaluate options")
     outcome = evaluate_flow(db=args.db, model=args.model, adapters=parse_adapters(args.adapter, args.label),
-                            retain_model=args.retain_model, set_name=args.set_name, out_dir=args.out,
-                            run_id=args.run_id, config=settings)
+                            retain_model=config.retain_model, set_name=config.set, out_dir=args.out,
+                            run_id=args.run_id, config=config.model_dump())
     print_headline(outcome.headline)
     for note in outcome.notes:
         print(f"note: {note}")
+    leaks = f"lune sql \"SELECT * FROM v_leaks WHERE run_id = '{outcome.run_id}'\""
     print(f"run {outcome.run_id}: report in {outcome.out_dir / 'report.md'} "
-          f"(rows in eval_results / eval_items; leaks: lune sql \"SELECT * FROM v_leaks WHERE run_id = '{outcome.run_id}'\")")
+          f"(rows in eval_results / eval_items; leaks: {leaks})")
     return 0

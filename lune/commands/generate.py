@@ -11,60 +11,38 @@ EXAMPLE = ("lune generate --backend rules --split forget --kinds negative,paraph
            "  lune generate --backend openai --base-url http://gpu1:8000 --base-url http://gpu2:8000 --model MODEL")
 
 
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+def _split(value: str) -> str | None:
+    return None if value == "all" else value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from lune.cli_options import add_model_options
+    from lune.generators.config import GenerateConfig
+
     parser.add_argument("--config", help="pipeline config file whose `generate:` section to use "
                         "(default: the embedded default); the options below override it")
-    parser.add_argument("--backend", choices=["rules", "dataset", "transformers", "vllm", "openai"],
-                        help="generator backend (default: rules)")
-    parser.add_argument("--split", help="facts of this split (forget / retain / holdout / utility; `all` for every "
-                        "split; default: forget)")
-    parser.add_argument("--where", help="extra SQL condition on table facts, e.g. \"corpus = 'rwku'\"")
-    parser.add_argument("--kinds", type=_csv, help="comma-separated kinds: negative,paraphrase,attack,refusal")
-    parser.add_argument("--attack-types", type=_csv, help="comma-separated RWKU attack families (default: all)")
-    parser.add_argument("--n", type=int, help="candidates per fact and strategy (default: 4)")
-    parser.add_argument("--batch-size", type=int, help="facts per batch, the unit of resumption (default: 256)")
-    parser.add_argument("--model", help="model folder (transformers, vllm) or served model name (openai)")
-    parser.add_argument("--adapter", help="LoRA adapter folder applied while generating (transformers, vllm)")
-    parser.add_argument("--base-url", action="append", dest="base_urls",
-                        help="OpenAI-compatible server URL (repeat for several servers)")
-    parser.add_argument("--temperature", type=float, help="sampling temperature (default: 0.9)")
-    parser.add_argument("--top-p", type=float, help="nucleus sampling mass (default: 0.95)")
-    parser.add_argument("--max-tokens", type=int, help="longest generated candidate in tokens (default: 96)")
-    parser.add_argument("--seed", type=int, help="base seed (default: 0)")
-    parser.add_argument("--no-dataset", action="store_true", help="do not add the dataset's own negatives, "
-                        "paraphrases and attacks as candidates")
-    parser.add_argument("--plain", action="store_true", help="ask models for plain text instead of JSON-schema output")
-    parser.add_argument("--task-runner", choices=["threads", "dask"], help="Prefect task runner (default: threads)")
-    parser.add_argument("--workers", type=int, help="threads or Dask worker processes (default: 2)")
     parser.add_argument("--run-id", help="id for the runs row (default: a fresh one)")
+    split = GenerateConfig.model_fields["split"]
+    parser.add_argument("--split", type=_split, default=argparse.SUPPRESS,
+                        help=f"{split.description}; `all` for every split (default: {split.default})")
+    add_model_options(parser, GenerateConfig, exclude=("split",))
+    # Earlier spellings, kept working.
+    parser.add_argument("--no-dataset", dest="include_dataset", action="store_false", default=argparse.SUPPRESS,
+                        help="same as --no-include-dataset")
+    parser.add_argument("--plain", dest="structured", action="store_false", default=argparse.SUPPRESS,
+                        help="same as --no-structured: ask models for plain text instead of JSON-schema output")
+    parser.add_argument("--base-url", dest="openai_base_urls", action="append", default=argparse.SUPPRESS,
+                        metavar="URL", help="same as --openai-base-urls (repeat for several servers)")
 
 
 def resolve(args: argparse.Namespace) -> Any:
     """The GenerateConfig of the config file (or the embedded default) with the options applied."""
-    from lune.generators.config import GenerateConfig
+    from lune.cli_options import apply_options
     from lune.flows.config import load_config
-    from lune.core.config_base import validate_config
+    from lune.generators.config import GenerateConfig
 
-    base = load_config(args.config).generate.model_dump()
-    overrides: dict[str, Any] = {}
-    for name in ("backend", "where", "kinds", "attack_types", "n", "batch_size", "model", "adapter", "temperature",
-                 "top_p", "max_tokens", "seed", "task_runner", "workers"):
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    if args.split is not None:
-        overrides["split"] = None if args.split == "all" else args.split
-    if args.no_dataset:
-        overrides["include_dataset"] = False
-    if args.plain:
-        overrides["structured"] = False
-    if args.base_urls:
-        base["openai"]["base_urls"] = args.base_urls
-    return validate_config(GenerateConfig, {**base, **overrides}, args.config or "lune generate options")
+    return apply_options(args, GenerateConfig, load_config(args.config).generate,
+                         source=args.config or "lune generate options")
 
 
 def preflight(db: str, config: Any) -> int:

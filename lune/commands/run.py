@@ -4,41 +4,51 @@ report) on a config, or on the embedded default (the shipped TOFU sample and a t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 HELP = "run the whole pipeline on a config (default: the embedded TOFU sample) and print the results"
 EXAMPLE = "lune run                      # embedded default;  lune run my.yaml --compare lune,grad_ascent,npo,idk"
-METHODS = ("lune", "grad_ascent", "grad_diff", "npo", "idk", "full_ft")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", nargs="?", help="pipeline config (YAML); default: the embedded lune/default.yaml")
-    parser.add_argument("--compare", metavar="M1,M2", help=f"unlearning methods to run and compare ({', '.join(METHODS)})")
-    parser.add_argument("--workdir", help="override the config's workdir (models, adapters, report)")
+    from pydantic import BaseModel
+
+    from lune.cli_options import add_model_options
+    from lune.flows.config import PipelineConfig
+    from lune.unlearn.config import METHOD_NAMES
+
+    parser.add_argument("config", nargs="?", help="pipeline config (YAML); default: the embedded flows/default.yaml")
+    parser.add_argument("--compare", metavar="M1,M2",
+                        help=f"unlearning methods to run and compare ({', '.join(METHOD_NAMES)})")
     parser.add_argument("--fresh", action="store_true",
                         help="start a new pipeline run instead of resuming the one with the same config")
+    # The config's own top-level settings (workdir, model) override it; its sections come from the file.
+    sections = [name for name, field in PipelineConfig.model_fields.items()
+                if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)]
+    add_model_options(parser, PipelineConfig, exclude=sections)
 
 
 def run(args: argparse.Namespace) -> int:
     import uuid
 
+    from lune.cli_options import overrides_from_args
     from lune.data.errors import LuneError
+    from lune.flows.config import PipelineConfig, load_config
     from lune.flows.pipeline import pipeline, pipeline_run_id
-    from lune.flows.config import load_config
     from lune.results import results_table, write_results
+    from lune.unlearn.config import METHOD_NAMES
 
     config = load_config(args.config)
-    if args.workdir:
-        config.workdir = args.workdir
+    for name, value in overrides_from_args(args, PipelineConfig).items():
+        setattr(config, name, value)  # validated as parsed, and again on assignment
     methods = None
     if args.compare:
         methods = [m.strip() for m in args.compare.split(",") if m.strip()]
-        unknown = [m for m in methods if m not in METHODS]
+        unknown = [m for m in methods if m not in METHOD_NAMES]
         if unknown:
-            raise LuneError(f"--compare: unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+            raise LuneError(f"--compare: unknown method(s) {unknown}; choose from {', '.join(METHOD_NAMES)}")
     run_id = pipeline_run_id(config, args.db)
     if args.fresh:
         run_id = f"{run_id[:8]}{uuid.uuid4().hex[:8]}"

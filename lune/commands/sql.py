@@ -54,7 +54,8 @@ def format_table(columns: list[str], rows: list[tuple[Any, ...]], *, width: int 
     """A plain aligned text table (numbers right-aligned) with the row count under it."""
     cells = [[_table_cell(v, width) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    numeric = [all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool) for row in rows if row[i] is not None)
+    numeric = [all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
+                   for row in rows if row[i] is not None)
                for i in range(len(columns))]
 
     def line(values: list[str]) -> str:
