@@ -66,17 +66,17 @@ def main() -> int:
 
     import torch
 
-    from lune.evaluation.config import EvaluateConfig
-    from lune.evaluation.evaluate import generate_all_vllm, generate_with, score_likelihoods, transformers_generate
     from lune.core.models import ModelSpec, iter_loaded
+    from lune.evaluation.config import EvaluateConfig
+    from lune.evaluation.inference import generate_all_vllm, generate_with, score_likelihoods, transformers_generate
     from lune.evaluation.probes import EvalProbe, MiaText, ProbeSuite
 
     work = Path(tempfile.mkdtemp(prefix="lune-bench-eval-"))
     if args.model:
         model_dir = Path(args.model)
     else:
-        from tests.conftest import sample_texts
         from lune.unlearn.tiny_model import build_tiny_llama
+        from tests.conftest import sample_texts
 
         model_dir = build_tiny_llama(sample_texts(), work / "tiny")
     adapter = Path(args.adapter) if args.adapter else random_adapter(model_dir, work / "adapter")

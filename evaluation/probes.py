@@ -41,10 +41,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lune.core.matching import normalize
 from lune.data import evaluation_queries as q
 from lune.data.records import normalize_attack_type
 from lune.data.store import Store
-from lune.core.matching import normalize
 
 FORGET_SETS: tuple[str, ...] = ("forget", "paraphrase", "attack")
 RETAIN_SETS: tuple[str, ...] = ("retain", "neighbor", "utility")

@@ -34,7 +34,7 @@ HEADLINE_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("mia_threshold_acc", "MIA acc", "mia", "mia_threshold_acc"),
     ("forget_quality", "forget quality", "tofu", "forget_quality"),
     ("model_utility", "model utility", "tofu", "model_utility"),
-    ("fluency", "fluency", "all", "fluency"),
+    ("word_ngram_entropy", "word n-gram entropy", "all", "word_ngram_entropy"),
 )
 MIA_METRICS = ("mia_auc_loss", "mia_auc_zlib", "mia_auc_min_k", "mia_auc_min_k_plus_plus", "mia_threshold_acc")
 
@@ -161,10 +161,10 @@ def render_markdown(data: dict[str, Any], results: Sequence[Row], leaks: Sequenc
         lines += _table(["set", "metric", *labels], tofu_rows)
     # other per-set metrics
     rows = [[name, metric, *[fmt(index.value(label, name, metric)) for label in labels]]
-            for metric in ("rouge_l_recall", "fluency") for name in (*FORGET_SETS, *RETAIN_SETS, "all")
+            for metric in ("rouge_l_recall", "word_ngram_entropy") for name in (*FORGET_SETS, *RETAIN_SETS, "all")
             if index.has(name, metric)]
     if rows:
-        lines += ["## ROUGE-L recall and fluency", ""]
+        lines += ["## ROUGE-L recall and word n-gram entropy", ""]
         lines += _table(["probe set", "metric", *labels], rows)
     if data["counts"]:
         lines += ["## Probes", ""]

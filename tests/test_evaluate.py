@@ -4,18 +4,25 @@ the model's own loss."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+import pkgutil
+import sys
 from pathlib import Path
 
 import pytest
 
+from lune.core.models import ModelSpec, model_specs
 from lune.data import evaluation_queries as q
 from lune.data.ids import content_id
 from lune.data.store import Store
+from lune.evaluation import metrics as metrics_package
 from lune.evaluation.config import EvaluateConfig
-from lune.evaluation.evaluate import ModelOutputs, TruthLikelihoods, compute_results, resolve_set_id, store_results
-from lune.core.models import ModelSpec, model_specs
+from lune.evaluation.evaluate import resolve_set_id, store_results
+from lune.evaluation.metrics import registry
+from lune.evaluation.metrics.registry import compute_results
+from lune.evaluation.outputs import ModelOutputs, TruthLikelihoods
 from lune.evaluation.probes import EvalProbe, MiaText, ProbeSuite, TruthItem, load_probe_suite
 from lune.evaluation.report import headline, render_run, rendered_report
 
@@ -26,13 +33,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def sample_store(db_path: Path, shared_data: Path) -> Store:
+def sample_store(db_path: Path) -> Store:
     """The shipped TOFU sample and RWKU target 1, ingested."""
     from lune.data.ingest import ingest
 
     store = Store(db_path)
     ingest(store, {"format": "tofu", "path": str(REPO / "data" / "sample" / "tofu"), "forget": "forget01"})
-    ingest(store, {"format": "rwku", "path": str(shared_data / "rwku" / "1_Stephen_King")})
+    ingest(store, {"benchmark": "rwku:1_Stephen_King"})
     yield store
     store.close()
 
@@ -151,13 +158,18 @@ LUNE_GENS = {"forget": ["It is Berlin.", "I do not know"], "paraphrase": ["Paris
 
 
 @pytest.fixture
-def computed() -> tuple[list[dict], list[dict]]:
-    suite = _suite()
+def inputs() -> tuple[ProbeSuite, list[ModelOutputs], ModelOutputs, EvaluateConfig]:
+    """A suite, the base and one unlearned model's outputs on it, the retain model's, the settings."""
     base = _outputs("base", BASE_GENS, ([-1.0, -2.0], [-3.0]), (-1.0, -3.0))
     lune = _outputs("lune", LUNE_GENS, ([-3.5, -2.0], [-3.0]), (-2.0, -2.0))
     retain = ModelOutputs(ModelSpec("retain_model", "retain"),
                           truth={"forget": [TruthLikelihoods(-2.0, [-2.0], [-2.1, -2.1])]})
-    return compute_results("run1", suite, [base, lune], retain, EvaluateConfig())
+    return _suite(), [base, lune], retain, EvaluateConfig()
+
+
+@pytest.fixture
+def computed(inputs: tuple) -> tuple[list[dict], list[dict]]:
+    return compute_results("run1", *inputs)
 
 
 def _value(results: list[dict], label: str, probe_set: str, metric: str) -> float | None:
@@ -188,7 +200,9 @@ def test_compute_results_values(computed: tuple[list[dict], list[dict]]) -> None
     assert _value(results, "lune", "tofu_forget", "truth_ratio") == pytest.approx(1.0)
     assert _value(results, "lune", "tofu_world_facts", "probability") == pytest.approx(0.6 / 0.8)
     assert _value(results, "lune", "tofu_world_facts", "truth_ratio") == pytest.approx(1 - 0.2 / 0.6)
-    assert _value(results, "lune", "tofu", "model_utility") is not None
+    # model utility: harmonic mean of world facts' probability 0.75, truth-ratio statistic 2/3 and ROUGE-L
+    # recall 1/3 ("Nile" against "It is Nile."): 3 / (4/3 + 3/2 + 3) = 18/35
+    assert _value(results, "lune", "tofu", "model_utility") == pytest.approx(18 / 35)
     assert _value(results, "base", "tofu", "forget_quality") == pytest.approx(1.0)  # one item each: KS p = 1
     verdicts = {(i["model_label"], i["probe_set"], i["probe_id"]): i.get("verdict") for i in items}
     assert verdicts[("base", "forget", "forget0")] == "leaked"
@@ -198,6 +212,50 @@ def test_compute_results_values(computed: tuple[list[dict], list[dict]]) -> None
     assert verdicts[("base", "mia_member", "m0")] == "member"
     assert ("retain_model", "tofu_forget", "fforget0") in verdicts
     assert len({i["item_id"] for i in items}) == len(items)
+
+
+def test_the_registry_lists_every_metric_family() -> None:
+    families = registry.registered()
+    assert list(families) == ["apr", "gur", "mia", "rouge_l_recall", "tofu", "usr", "word_ngram_entropy"]
+    # every module of the package but the registry's own defines a family: none is left out of a run
+    modules = {info.name for info in pkgutil.iter_modules(metrics_package.__path__)} - {"registry", "result"}
+    assert {family.__module__.rpartition(".")[2] for family in families.values()} == modules
+    with pytest.raises(ValueError, match="two metric families are named 'usr'"):
+        registry.metric("usr")(lambda ctx: registry.MetricRows())
+
+
+NEW_METRIC = """
+from lune.evaluation.metrics.registry import MetricContext, MetricRows, metric
+from lune.evaluation.metrics.result import MetricResult
+
+
+@metric("answer_words")
+def answer_words(ctx: MetricContext) -> MetricRows:
+    rows = MetricRows()
+    for out in ctx.outputs:
+        for name, _ in ctx.probe_sets():
+            words = [float(len(g.split())) for g in ctx.generations(out, name)]
+            rows.results.append(ctx.result(out, name, "answer_words", MetricResult.mean_of(words)))
+    return rows
+"""
+
+
+def test_a_new_metric_module_registers_itself(inputs: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding a metric is adding one file: the registry finds it and every evaluation runs it."""
+    monkeypatch.setattr(registry, "_FAMILIES", dict(registry.registered()))
+    module = "answer_words_tmp"
+    path = Path(metrics_package.__path__[0]) / f"{module}.py"
+    path.write_text(NEW_METRIC, encoding="utf-8")
+    try:
+        importlib.invalidate_caches()
+        assert "answer_words" in registry.registered()
+        results, _ = compute_results("run1", *inputs)
+    finally:
+        path.unlink()
+        sys.modules.pop(f"{metrics_package.__name__}.{module}", None)
+    assert _value(results, "lune", "forget", "answer_words") == 3.5  # "It is Berlin.", "I do not know"
+    assert _value(results, "base", "retain", "answer_words") == 1.0
+    assert _value(results, "lune", "forget", "usr") == 1.0  # the other families still run
 
 
 def test_store_views_and_report(db_path: Path, tmp_path: Path, computed: tuple[list[dict], list[dict]]) -> None:
@@ -216,6 +274,7 @@ def test_store_views_and_report(db_path: Path, tmp_path: Path, computed: tuple[l
         compare = {r["model_label"]: r for r in store.query("SELECT * FROM v_eval_compare WHERE run_id = 'run1'")}
         assert compare["lune"]["usr"] == 1.0 and compare["lune"]["gur"] == pytest.approx(0.75)
         assert compare["base"]["gur"] is None and compare["lune"]["method"] == "lune"
+        assert compare["lune"]["word_ngram_entropy"] == _value(results, "lune", "all", "word_ngram_entropy") > 0
         delta = store.scalar("SELECT delta FROM v_eval_deltas WHERE run_id = 'run1' AND model_label = 'lune' "
                              "AND probe_set = 'forget' AND metric = 'usr'")
         assert delta == 1.0
@@ -229,6 +288,7 @@ def test_store_views_and_report(db_path: Path, tmp_path: Path, computed: tuple[l
     markdown = Path(files["report_md"]).read_text()
     assert "| lune | 1.000 | 0.333 | 0.750 |" in markdown  # USR, APR, GUR in the headline row
     assert "prefix_injection" in markdown and "a note" in markdown and "![mia_scores](mia_scores.png)" in markdown
+    assert "| all | word_ngram_entropy |" in markdown  # the per-set table names the measure
 
 
 def test_a_report_overwritten_by_another_run_is_rendered_again(db_path: Path, tmp_path: Path,
@@ -280,8 +340,8 @@ def test_completion_likelihoods_match_model_loss(tiny_model_dir: Path) -> None:
 
 
 def test_model_specs(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from lune.data.errors import LuneError
     from lune.commands.evaluate import parse_adapters
+    from lune.data.errors import LuneError
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()

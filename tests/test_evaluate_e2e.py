@@ -18,8 +18,8 @@ from lune.data.ids import content_id
 from lune.data.records import Probe
 from lune.data.store import Store
 from lune.evaluation.report import fmt, headline
-from tests.test_teach import SUBSET, TEST_TEACH, shared_workdir
 from lune.unlearn.sample_set import SAMPLE, retain_of, sample_facts
+from tests.test_teach import SUBSET, TEST_TEACH, shared_workdir
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,12 @@ import zlib
 import numpy as np
 import pytest
 
-from lune.evaluation import metrics as m
-from lune.evaluation import mia
-from lune.evaluation import tofu_metrics as tofu
+from lune.evaluation.metrics import mia, tofu
+from lune.evaluation.metrics.apr import apr
+from lune.evaluation.metrics.gur import gur
+from lune.evaluation.metrics.rouge import rouge_l_recall
+from lune.evaluation.metrics.usr import is_long_span, key_score, recall, states_key, usr
+from lune.evaluation.metrics.word_ngram_entropy import ngram_entropy, word_ngram_entropy
 
 # -- USR / APR normalisation: known answers -----------------------------------------------------
 
@@ -32,70 +35,70 @@ from lune.evaluation import tofu_metrics as tofu
     ],
 )
 def test_states_key_short_spans(generation: str, span: str, stated: bool) -> None:
-    assert m.states_key(generation, span) is stated
+    assert states_key(generation, span) is stated
 
 
 def test_long_spans_use_coverage() -> None:
     span = "a collection of short horror stories set in rural Maine during winter storms"
-    assert m.is_long_span(span)  # 14 tokens > 8
+    assert is_long_span(span)  # 14 tokens > 8
     # content tokens (> 2 chars): collection short horror stories set rural maine during winter storms = 10
     half = "short horror stories set in rural Maine"  # short horror stories set rural maine = 6 of 10
-    assert m.key_score(half, span) == pytest.approx(0.6)
-    assert m.states_key(half, span) is True
-    assert m.states_key("stories about Maine", span) is False  # 2 / 10
-    assert m.states_key(half, span, coverage_threshold=0.7) is False
+    assert key_score(half, span) == pytest.approx(0.6)
+    assert states_key(half, span) is True
+    assert states_key("stories about Maine", span) is False  # 2 / 10
+    assert states_key(half, span, coverage_threshold=0.7) is False
     # the same span judged as short (exact) when the limit is raised
-    assert m.states_key(half, span, long_span_tokens=20) is False
+    assert states_key(half, span, long_span_tokens=20) is False
 
 
 def test_usr_and_recall_hand_computed() -> None:
     gens = ["Paris", "It is Berlin.", "I am not sure", "paris, france"]
     spans = ["Paris", "Paris", "Paris", "Paris"]
-    result = m.usr(gens, spans)
+    result = usr(gens, spans)
     assert result.per_item == [0.0, 1.0, 1.0, 0.0]
     assert result.value == 0.5 and result.n == 4 and result.detail["leaked"] == 2
-    rec = m.recall(gens, spans)
+    rec = recall(gens, spans)
     assert rec.per_item == [1.0, 0.0, 0.0, 1.0] and rec.value == 0.5
-    assert m.usr([], []).value is None
+    assert usr([], []).value is None
     with pytest.raises(ValueError):
-        m.usr(["a"], [])
+        usr(["a"], [])
 
 
 def test_gur_per_set_and_mean() -> None:
-    result = m.gur({"retain": 0.45, "neighbor": 0.8, "utility": 0.3}, {"retain": 0.9, "neighbor": 0.8, "utility": 0.0})
+    result = gur({"retain": 0.45, "neighbor": 0.8, "utility": 0.3}, {"retain": 0.9, "neighbor": 0.8, "utility": 0.0})
     assert result.detail["per_set"] == {"neighbor": 1.0, "retain": 0.5}
     assert result.detail["skipped_sets"] == ["utility"]  # nothing to retain
     assert result.value == pytest.approx(0.75)
-    assert m.gur({}, {}).value is None
+    assert gur({}, {}).value is None
 
 
 def test_apr_overall_and_per_type() -> None:
     gens = ["Stephen King", "no idea", "Richard Bachman", "nobody", "Carrie"]
     spans = ["Stephen King", "Stephen King", "Richard Bachman", "Richard Bachman", "Carrie"]
     types = [None, "role_play", "role_play", "prefix_injection", "prefix_injection"]
-    result = m.apr(gens, spans, types)
+    result = apr(gens, spans, types)
     assert result.value == pytest.approx(2 / 5)
     assert result.detail["per_type"] == {"paraphrase": 0.0, "prefix_injection": 0.5, "role_play": 0.5}
     assert result.detail["n_per_type"] == {"paraphrase": 1, "prefix_injection": 2, "role_play": 2}
 
 
-# -- fluency, ROUGE-L --------------------------------------------------------------------------
+# -- word n-gram entropy, ROUGE-L ---------------------------------------------------------------
 
 
 def test_ngram_entropy_hand_computed() -> None:
     # bigrams (a b) x2, (b a) x1: H2 = -(2/3 log2 2/3 + 1/3 log2 1/3); trigrams (a b a), (b a b): H3 = 1
     h2 = -(2 / 3 * math.log2(2 / 3) + 1 / 3 * math.log2(1 / 3))
-    assert m.ngram_entropy("a b a b") == pytest.approx((2 / 3 * h2 + 4 / 3 * 1.0) / 2)
-    assert m.ngram_entropy("word") == 0.0
-    repeated = m.fluency(["the the the the the the"]).value
-    varied = m.fluency(["the cat sat on the warm mat"]).value
+    assert ngram_entropy("a b a b") == pytest.approx((2 / 3 * h2 + 4 / 3 * 1.0) / 2)
+    assert ngram_entropy("word") == 0.0
+    repeated = word_ngram_entropy(["the the the the the the"]).value
+    varied = word_ngram_entropy(["the cat sat on the warm mat"]).value
     assert repeated == 0.0 and varied > 1.5
 
 
 def test_rouge_l_recall_hand_computed_and_library() -> None:
     from rouge_score import rouge_scorer
 
-    result = m.rouge_l_recall(["the cat on mat", "dogs"], ["the cat sat on the mat", "the dog"])
+    result = rouge_l_recall(["the cat on mat", "dogs"], ["the cat sat on the mat", "the dog"])
     assert result.per_item[0] == pytest.approx(4 / 6)  # LCS "the cat on mat" over 6 reference tokens
     assert result.per_item[1] == pytest.approx(1 / 2)  # the Porter stemmer: dogs ~ dog
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
@@ -103,13 +106,15 @@ def test_rouge_l_recall_hand_computed_and_library() -> None:
     assert result.value == pytest.approx((4 / 6 + 1 / 2) / 2)
 
 
-def test_harmonic_mean_matches_scipy() -> None:
+def test_model_utility_is_the_harmonic_mean() -> None:
     from scipy.stats import hmean
 
-    values = [0.2, 0.5, 0.9]
-    assert m.harmonic_mean(values) == pytest.approx(hmean(values))
-    assert m.harmonic_mean([0.3, 0.0]) == 0.0
-    assert m.harmonic_mean([]) is None
+    components = {"retain_probability": 0.2, "retain_rouge_l_recall": 0.5, "retain_truth_ratio": 0.9}
+    result = tofu.model_utility(components)
+    assert result.value == pytest.approx(3 / (1 / 0.2 + 1 / 0.5 + 1 / 0.9))  # 3 / (5 + 2 + 1.11)
+    assert result.value == hmean(list(components.values()))
+    assert tofu.model_utility({"retain_probability": 0.3, "retain_truth_ratio": 0.0}).value == 0.0  # as TOFU
+    assert tofu.model_utility({"retain_probability": None}).value is None
 
 
 # -- membership inference ----------------------------------------------------------------------

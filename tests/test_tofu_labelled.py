@@ -16,8 +16,8 @@ MIN_PRECISION = 0.94
 MIN_RECALL = 0.92
 
 
-def test_load_labelled_pairs_each_fact_with_five_valid_and_one_restatement(shared_data: Path) -> None:
-    facts, candidates, labels = load_labelled(shared_data / "tofu" / "forget10_perturbed.json", limit=3)
+def test_load_labelled_pairs_each_fact_with_five_valid_and_one_restatement(benchmark_data: Path) -> None:
+    facts, candidates, labels = load_labelled(benchmark_data / "tofu" / "forget10_perturbed.json", limit=3)
     assert len(facts) == 3 and len(candidates) == 18
     assert sorted(labels.values()).count(0) == 3
     assert all(f["key_span"] and f["key_span_source"] == "derived" for f in facts)
@@ -30,9 +30,9 @@ def test_precision_recall_arithmetic() -> None:
 
 
 @pytest.mark.slow
-def test_keep_verdict_detects_valid_negatives_on_tofu_forget10(shared_data: Path, db_path: Path) -> None:
+def test_keep_verdict_detects_valid_negatives_on_tofu_forget10(benchmark_data: Path, db_path: Path) -> None:
     with Store(db_path) as store:
-        result = run_check(store, shared_data / "tofu" / "forget10_perturbed.json")
+        result = run_check(store, benchmark_data / "tofu" / "forget10_perturbed.json")
     assert result["n"] == 2400
     assert result["precision"] >= MIN_PRECISION, result
     assert result["recall"] >= MIN_RECALL, result

@@ -88,11 +88,12 @@ def test_greedy_matches_the_transformers_backend(engine, tiny_model_dir, adapter
 
 def test_strategy_requests_through_the_engine(engine) -> None:
     """Structured strategy requests from real facts: every output is a candidate or a reason."""
-    from lune.generators.generate import GenerationSettings, rows_from_generations
+    from lune.generators.config import GenerateConfig
+    from lune.generators.generate import rows_from_generations
     from lune.generators.generate import build_requests
     from lune.generators.strategies import strategies_for
 
-    settings = GenerationSettings(kinds=("negative", "paraphrase"), n=2, max_tokens=32, include_dataset=False)
+    settings = GenerateConfig(kinds=("negative", "paraphrase"), n=2, max_tokens=32, include_dataset=False)
     strategies = strategies_for(settings.kinds)
     requests = build_requests(fact_rows()[:4], strategies, settings)
     generations = engine.generate(requests)

@@ -14,7 +14,8 @@ the forget texts are indistinguishable from unseen ones, which is what unlearnin
   ``log p(z)`` for ``z`` drawn from the model's own next-token distribution (Zhang et al., 2024,
   Min-K%++).
 
-Pure functions of numpy arrays; ``evaluation/likelihood.py`` computes the arrays from a model.
+Pure functions of numpy arrays; ``core/likelihood.py`` computes the arrays from a model, and
+``evaluation/inference.py`` the scores of every text under every model.
 """
 
 from __future__ import annotations
@@ -22,24 +23,22 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from lune.core.likelihood import TokenStats
-
-from lune.evaluation.metrics import MetricResult
+from lune.core.models import BASE_LABEL
+from lune.evaluation.metrics.registry import MetricContext, MetricRows, finite_or_none, metric
+from lune.evaluation.metrics.result import MetricResult
 
 SCORE_NAMES: tuple[str, ...] = ("loss", "zlib", "min_k", "min_k_plus_plus")
 DEFAULT_K = 0.2
 
 
-
-
 def _lowest_k_mean(values: np.ndarray, k: float) -> float:
     if values.size == 0:
         return float("nan")
-    count = max(1, int(math.ceil(k * values.size)))
+    count = max(1, math.ceil(k * values.size))
     return float(np.sort(values)[:count].mean())
 
 
@@ -131,3 +130,38 @@ def threshold_accuracy(member_scores: Sequence[float], nonmember_scores: Sequenc
     return MetricResult(acc, per_item, n, {"threshold": tau, "fitted": fitted,
                                            "tpr": sum(per_item[: len(members)]) / len(members),
                                            "tnr": sum(per_item[len(members):]) / len(nonmembers)})
+
+
+# -- the family --------------------------------------------------------------------------------
+
+
+@metric("mia")
+def mia_rows(ctx: MetricContext) -> MetricRows:
+    """``mia_auc_<score>`` for every score and ``mia_threshold_acc`` (loss score, threshold fitted on
+    the base model, ``outputs[0]``) of every model with MIA scores; an item per text with the
+    threshold's call."""
+    rows = MetricRows()
+    threshold: float | None = None
+    suite = ctx.suite
+    for out in ctx.outputs:
+        if not (out.mia.get("member") and out.mia.get("nonmember")):
+            continue
+        for score in SCORE_NAMES:
+            members = [s[score] for s in out.mia["member"]]
+            nonmembers = [s[score] for s in out.mia["nonmember"]]
+            rows.results.append(ctx.result(out, "mia", f"mia_auc_{score}", mia_auc(members, nonmembers)))
+        members = [s["loss"] for s in out.mia["member"]]
+        nonmembers = [s["loss"] for s in out.mia["nonmember"]]
+        if out.spec.label == BASE_LABEL:
+            threshold = best_threshold(members, nonmembers)
+        accuracy = threshold_accuracy(members, nonmembers, threshold)
+        rows.results.append(ctx.result(out, "mia", "mia_threshold_acc", accuracy, detail={"score": "loss"}))
+        for side, texts in (("member", suite.mia_members), ("nonmember", suite.mia_nonmembers)):
+            for text, scores in zip(texts, out.mia[side]):
+                predicted = "member" if threshold is not None and scores["loss"] >= threshold else "nonmember"
+                rows.items.append(ctx.item(
+                    out.spec, f"mia_{side}", text.text_id, fact_id=text.fact_id,
+                    prompt=(text.question or text.text)[:2000], expected=text.text[:2000] if text.question else None,
+                    verdict=predicted, score=finite_or_none(scores["loss"]),
+                    detail={**{k: finite_or_none(v) for k, v in scores.items()}, "source": text.source}))
+    return rows

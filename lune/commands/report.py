@@ -19,11 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from lune.commands.evaluate import print_headline
     from lune.data import evaluation_queries as q
     from lune.data.errors import LuneError
     from lune.data.store import Store
     from lune.evaluation.report import headline, render_run
-    from lune.commands.evaluate import print_headline
 
     with Store.open(args.db) as store:
         run_id = args.run_id or q.latest_evaluate_run(store)

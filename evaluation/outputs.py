@@ -1,0 +1,32 @@
+"""What one model produced on a probe suite: its greedy answers, membership-inference scores and
+TOFU answer likelihoods (made by ``evaluation/inference.py``, read by the metric families)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lune.core.models import ModelSpec
+
+
+@dataclass
+class TruthLikelihoods:
+    """Length-normalised log-likelihoods of one TOFU item's answers under one model."""
+
+    answer: float
+    paraphrased: list[float]
+    perturbed: list[float]
+
+    @property
+    def paraphrased_mean(self) -> float:
+        return sum(self.paraphrased) / len(self.paraphrased) if self.paraphrased else self.answer
+
+
+@dataclass
+class ModelOutputs:
+    """What one model produced on a probe suite (aligned with the suite's lists)."""
+
+    spec: ModelSpec
+    generations: dict[str, list[str]] = field(default_factory=dict)
+    mia: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # member / nonmember -> scores per text
+    truth: dict[str, list[TruthLikelihoods]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
