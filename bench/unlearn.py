@@ -56,8 +56,10 @@ def machine() -> str:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
-            f"{torch.get_num_threads()}, {gpu}, load average {load:.1f} at the start")
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
+        f"{torch.get_num_threads()}, {gpu}, load average {load:.1f} at the start"
+    )
 
 
 def teach_sample(args: argparse.Namespace) -> Any:
@@ -68,8 +70,11 @@ def teach_sample(args: argparse.Namespace) -> Any:
 
     started = time.perf_counter()
     taught = teach(sample_facts(), args.workdir, TeachConfig(), progress=not args.quiet)
-    print(f"taught model: {taught.model_dir} ({'cached' if taught.cached else f'{time.perf_counter() - started:.0f} s'}"
-          f", recall {taught.metrics['taught'].get('recall')})", file=sys.stderr)
+    print(
+        f"taught model: {taught.model_dir} ({'cached' if taught.cached else f'{time.perf_counter() - started:.0f} s'}"
+        f", recall {taught.metrics['taught'].get('recall')})",
+        file=sys.stderr,
+    )
     return taught
 
 
@@ -82,22 +87,32 @@ def taught_run(args: argparse.Namespace, method: str) -> dict[str, Any]:
     taught = teach_sample(args)
     facts = sample_facts()
     data = build_data(curated_set(facts), retain_of(facts))
-    config = UnlearnConfig(method=method, max_steps=args.max_steps, eval_every=args.eval_every,
-                           batch_size=args.batch_size, retain_anchor=args.retain_anchor,
-                           gur_tolerance=args.gur_tolerance)
-    result = unlearn(taught.model_dir, data, Path(args.workdir) / "bench-adapters" / method, config,
-                     progress=not args.quiet)
+    config = UnlearnConfig(
+        method=method,
+        max_steps=args.max_steps,
+        eval_every=args.eval_every,
+        batch_size=args.batch_size,
+        retain_anchor=args.retain_anchor,
+        gur_tolerance=args.gur_tolerance,
+    )
+    result = unlearn(
+        taught.model_dir, data, Path(args.workdir) / "bench-adapters" / method, config, progress=not args.quiet
+    )
     m, outcome = result.metrics, result.outcome
     target = outcome.time_to_target or {}
     return {
-        "method": method, "trainable_params": m["trainable_params"], "total_params": m["total_params"],
-        "peak_rss_rise_mib": m["peak_rss_rise_mib"], "peak_rss_mib": m["peak_rss_mib"],
-        "peak_gpu_mib": m.get("peak_gpu_mib"), "step_s_mean": m["step_s_mean"],
-        "step_s_median": m["step_s_median"], "step_cpu_s": round(m["train_cpu_s"] / m["steps"], 5),
-        "tokens_per_s": m["tokens_per_s"], "steps_to_target": target.get("step"),
-        "train_s_to_target": target.get("train_s"), "train_cpu_s_to_target": target.get("train_cpu_s"),
-        "wall_s_to_target": target.get("wall_s"), "stop_reason": m["stop_reason"], "kept_usr": m["kept_usr"],
-        "kept_gur": m["kept_gur"], "out_dir": str(result.out_dir),
+        "method": method,
+        "trainable_params": m["trainable_params"],
+        "total_params": m["total_params"],
+        **cost_figures(m),
+        "steps_to_target": target.get("step"),
+        "train_s_to_target": target.get("train_s"),
+        "train_cpu_s_to_target": target.get("train_cpu_s"),
+        "wall_s_to_target": target.get("wall_s"),
+        "stop_reason": m["stop_reason"],
+        "kept_usr": m["kept_usr"],
+        "kept_gur": m["kept_gur"],
+        "out_dir": str(result.out_dir),
     }
 
 
@@ -108,17 +123,21 @@ def shape_run(args: argparse.Namespace, method: str) -> dict[str, Any]:
 
     from lune.unlearn.config import UnlearnConfig
     from lune.unlearn.inputs import UnlearnData
+    from lune.unlearn.loop import optimizer_step
     from lune.unlearn.measure import RunMeter, parameter_counts
-    from lune.unlearn.trainer import METHODS as TRAINERS
+    from lune.unlearn.methods import METHODS as TRAINERS
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     shape = SHAPES[args.shape]
-    config = LlamaConfig(vocab_size=32000, max_position_embeddings=max(2048, args.seq_len),
-                         num_key_value_heads=shape["num_attention_heads"], **shape)
+    config = LlamaConfig(
+        vocab_size=32000,
+        max_position_embeddings=max(2048, args.seq_len),
+        num_key_value_heads=shape["num_attention_heads"],
+        **shape,
+    )
     gen = torch.Generator().manual_seed(0)
-    batches = [{"input_ids": torch.randint(3, 32000, (args.batch_size, args.seq_len), generator=gen)}
-               for _ in range(4)]
+    batches = [{"input_ids": torch.randint(3, 32000, (args.batch_size, args.seq_len), generator=gen)} for _ in range(4)]
     for batch in batches:
         batch["attention_mask"] = torch.ones_like(batch["input_ids"])
         batch["labels"] = batch["input_ids"].clone()
@@ -126,25 +145,49 @@ def shape_run(args: argparse.Namespace, method: str) -> dict[str, Any]:
     empty = UnlearnData(train=[], forget=[])
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).to(device=device, dtype=dtype)
-    settings = UnlearnConfig(method=method, batch_size=args.batch_size, gradient_checkpointing=args.checkpointing,
-                             device=device)
+    settings = UnlearnConfig(
+        method=method, batch_size=args.batch_size, gradient_checkpointing=args.checkpointing, device=device
+    )
     trainer = TRAINERS[method](model, _NoTokenizer(), empty, settings, progress=False)
     trainer.model.train()
-    trainer.build_optimizer()
+    params, optimizer, scheduler = trainer.build_optimizer()
     trainable, total = parameter_counts(trainer.model)
     meter = RunMeter(device=device).start()
     for step in range(args.steps + 3):
         batch = {k: v.to(device) for k, v in batches[step % len(batches)].items()}
         t0, c0 = time.perf_counter(), time.process_time()
-        trainer.training_step(batch, None)
+        optimizer_step(
+            trainer.step_loss,
+            (batch,),
+            params=params,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            grad_clip=settings.grad_clip,
+            device=device,
+        )
         if step >= 3:  # the first steps allocate optimiser state and warm kernels up
             meter.step(time.perf_counter() - t0, int(batch["attention_mask"].sum()), time.process_time() - c0)
     m = meter.stop()
-    return {"method": method, "shape": args.shape, "trainable_params": trainable, "total_params": total,
-            "peak_rss_rise_mib": m["peak_rss_rise_mib"], "peak_rss_mib": m["peak_rss_mib"],
-            "peak_gpu_mib": m.get("peak_gpu_mib"), "step_s_mean": m["step_s_mean"],
-            "step_s_median": m["step_s_median"], "step_cpu_s": round(m["train_cpu_s"] / m["steps"], 5),
-            "tokens_per_s": m["tokens_per_s"]}
+    return {
+        "method": method,
+        "shape": args.shape,
+        "trainable_params": trainable,
+        "total_params": total,
+        **cost_figures(m),
+    }
+
+
+def cost_figures(m: dict[str, Any]) -> dict[str, Any]:
+    """Memory and speed of a run, from the metrics of ``RunMeter.stop``."""
+    return {
+        "peak_rss_rise_mib": m["peak_rss_rise_mib"],
+        "peak_rss_mib": m["peak_rss_mib"],
+        "peak_gpu_mib": m.get("peak_gpu_mib"),
+        "step_s_mean": m["step_s_mean"],
+        "step_s_median": m["step_s_median"],
+        "step_cpu_s": round(m["train_cpu_s"] / m["steps"], 5),
+        "tokens_per_s": m["tokens_per_s"],
+    }
 
 
 RESULT = "BENCH-RESULT "
@@ -153,10 +196,11 @@ RESULT = "BENCH-RESULT "
 def run_in_own_process(argv: list[str], method: str) -> dict[str, Any]:
     """One method in a fresh Python process: its peak memory is its own, not the previous method's
     (a second run in one process reuses the memory the allocator kept from the first)."""
-    done = subprocess.run([sys.executable, __file__, *argv, "--one", method], stdout=subprocess.PIPE, text=True,
-                          check=True)
+    done = subprocess.run(
+        [sys.executable, __file__, *argv, "--one", method], stdout=subprocess.PIPE, text=True, check=True
+    )
     line = next(line for line in done.stdout.splitlines() if line.startswith(RESULT))
-    return json.loads(line[len(RESULT):])
+    return json.loads(line[len(RESULT) :])
 
 
 class _NoTokenizer:
@@ -177,11 +221,21 @@ def fmt(value: Any) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    columns = [("method", "method"), ("trainable_params", "trainable params"), ("total_params", "total params"),
-               ("peak_rss_rise_mib", "peak RSS rise (MiB)"), ("peak_gpu_mib", "peak GPU (MiB)"),
-               ("step_s_median", "s/step (median)"), ("step_cpu_s", "CPU s/step"), ("tokens_per_s", "tokens/s"),
-               ("steps_to_target", "steps to USR>=0.9"), ("train_s_to_target", "train s to USR>=0.9"),
-               ("wall_s_to_target", "wall s to USR>=0.9 (with checks)"), ("kept_usr", "USR"), ("kept_gur", "GUR")]
+    columns = [
+        ("method", "method"),
+        ("trainable_params", "trainable params"),
+        ("total_params", "total params"),
+        ("peak_rss_rise_mib", "peak RSS rise (MiB)"),
+        ("peak_gpu_mib", "peak GPU (MiB)"),
+        ("step_s_median", "s/step (median)"),
+        ("step_cpu_s", "CPU s/step"),
+        ("tokens_per_s", "tokens/s"),
+        ("steps_to_target", "steps to USR>=0.9"),
+        ("train_s_to_target", "train s to USR>=0.9"),
+        ("wall_s_to_target", "wall s to USR>=0.9 (with checks)"),
+        ("kept_usr", "USR"),
+        ("kept_gur", "GUR"),
+    ]
     columns = [c for c in columns if any(c[0] in r and r[c[0]] is not None for r in rows)]
     lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(key)) for key, _ in columns) + " |" for r in rows]
@@ -197,8 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=5, help="early-stopping check every k steps (default 5)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--retain-anchor", choices=["none", "nll", "kl"], default="none")
-    parser.add_argument("--gur-tolerance", type=float, default=0.99,
-                        help="early stopping on GUR (default 0.99: report GUR, do not stop on it)")
+    parser.add_argument(
+        "--gur-tolerance",
+        type=float,
+        default=0.99,
+        help="early stopping on GUR (default 0.99: report GUR, do not stop on it)",
+    )
     parser.add_argument("--steps", type=int, default=20, help="shape mode: measured steps (default 20)")
     parser.add_argument("--seq-len", type=int, default=256, help="shape mode: tokens per sequence (default 256)")
     parser.add_argument("--checkpointing", action="store_true", help="shape mode: gradient checkpointing on")
@@ -223,8 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(rows) == 2 and rows[0]["method"] == "lune":
         lune, full = rows
         ratios = {"trainable params": full["trainable_params"] / lune["trainable_params"]}
-        for key, label in (("peak_gpu_mib", "peak GPU memory"), ("peak_rss_rise_mib", "peak RSS rise"),
-                           ("step_s_median", "time per step"), ("train_s_to_target", "train time to USR>=0.9")):
+        for key, label in (
+            ("peak_gpu_mib", "peak GPU memory"),
+            ("peak_rss_rise_mib", "peak RSS rise"),
+            ("step_s_median", "time per step"),
+            ("train_s_to_target", "train time to USR>=0.9"),
+        ):
             if lune.get(key) and full.get(key):
                 ratios[label] = full[key] / lune[key]
         print("\nfull_ft / lune: " + ", ".join(f"{k} x{v:.3g}" for k, v in ratios.items()))

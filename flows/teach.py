@@ -26,28 +26,50 @@ def load_teach_facts(db: str, corpus: str | None) -> list[dict[str, Any]]:
 
 
 @task(name="teach-models", cache_policy=NONE)
-def teach_models(db: str, facts: list[dict[str, Any]], workdir: str, config: dict[str, Any], run_id: str | None,
-                 parent_run_id: str | None, progress: bool) -> dict[str, Any]:
+def teach_models(
+    db: str,
+    facts: list[dict[str, Any]],
+    workdir: str,
+    config: dict[str, Any],
+    run_id: str | None,
+    parent_run_id: str | None,
+    progress: bool,
+) -> dict[str, Any]:
     """Teach the model and the retain model (or return the cached ones); record the run."""
     from lune.data.store import Store
     from lune.unlearn.teach import teach
 
     with Store.open(db) as store:
-        result = teach(facts, workdir, TeachConfig.model_validate(config), store=store, run_id=run_id,
-                       parent_run_id=parent_run_id, progress=progress)
+        result = teach(
+            facts,
+            workdir,
+            TeachConfig.model_validate(config),
+            store=store,
+            run_id=run_id,
+            parent_run_id=parent_run_id,
+            progress=progress,
+        )
     return result.as_dict()
 
 
 @flow(name="teach", log_prints=True)
-def teach_flow(db: str, workdir: str, config: dict[str, Any] | TeachConfig | None = None, *,
-               corpus: str | None = None, run_id: str | None = None, parent_run_id: str | None = None,
-               progress: bool = True) -> dict[str, Any]:
+def teach_flow(
+    db: str,
+    workdir: str,
+    config: dict[str, Any] | TeachConfig | None = None,
+    *,
+    corpus: str | None = None,
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Teach the store's facts; return ``model_dir``, ``retain_model_dir``, ``cached``, ``run_id``,
     ``metrics`` and ``warnings`` (plain data)."""
     settings = config if isinstance(config, TeachConfig) else TeachConfig.model_validate(config or {})
     facts = load_teach_facts(str(db), corpus)
-    result = teach_models(str(db), facts, str(workdir), settings.model_dump(mode="json"), run_id, parent_run_id,
-                          progress)
+    result = teach_models(
+        str(db), facts, str(workdir), settings.model_dump(mode="json"), run_id, parent_run_id, progress
+    )
     for warning in result["warnings"]:
         print(f"warning: {warning}")
     return result

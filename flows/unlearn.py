@@ -40,8 +40,16 @@ def load_inputs(db: str, set_name: str | None, version: int | None, dataset: str
 
 
 @task(name="unlearn-train", cache_policy=NONE)
-def train(db: str, model: str, inputs: dict[str, Any], out_dir: str, config: dict[str, Any], run_id: str | None,
-          parent_run_id: str | None, progress: bool) -> dict[str, Any]:
+def train(
+    db: str,
+    model: str,
+    inputs: dict[str, Any],
+    out_dir: str,
+    config: dict[str, Any],
+    run_id: str | None,
+    parent_run_id: str | None,
+    progress: bool,
+) -> dict[str, Any]:
     """Train the method, write the adapter (or model) and its manifest, record the run."""
     from lune.data.store import Store
     from lune.unlearn.inputs import build_data
@@ -50,16 +58,33 @@ def train(db: str, model: str, inputs: dict[str, Any], out_dir: str, config: dic
     data = build_data(inputs["rows"], inputs["retain"], set_id=inputs["set_id"])
     data.source = inputs["source"]
     with Store.open(db) as store:
-        result = unlearn(model, data, out_dir, UnlearnConfig.model_validate(config), store=store, run_id=run_id,
-                         parent_run_id=parent_run_id, progress=progress)
+        result = unlearn(
+            model,
+            data,
+            out_dir,
+            UnlearnConfig.model_validate(config),
+            store=store,
+            run_id=run_id,
+            parent_run_id=parent_run_id,
+            progress=progress,
+        )
     return result.as_dict()
 
 
 @flow(name="unlearn", log_prints=True)
-def unlearn_flow(db: str, model: str, out_dir: str, *, set_name: str | None = None, version: int | None = None,
-                 dataset: str | None = None, config: dict[str, Any] | UnlearnConfig | None = None,
-                 run_id: str | None = None, parent_run_id: str | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+def unlearn_flow(
+    db: str,
+    model: str,
+    out_dir: str,
+    *,
+    set_name: str | None = None,
+    version: int | None = None,
+    dataset: str | None = None,
+    config: dict[str, Any] | UnlearnConfig | None = None,
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Unlearn a curated set (``set_name`` in the store, or an export folder ``dataset``) from ``model``.
 
     Returns ``out_dir``, ``adapter_dir`` (None for full_ft), ``manifest``, ``merged_dir``, ``method``,
@@ -69,5 +94,6 @@ def unlearn_flow(db: str, model: str, out_dir: str, *, set_name: str | None = No
         raise LuneError("give exactly one of a curated set name (--set) or an export folder (--dataset)")
     settings = config if isinstance(config, UnlearnConfig) else UnlearnConfig.model_validate(config or {})
     inputs = load_inputs(str(db), set_name, version, dataset)
-    return train(str(db), str(model), inputs, str(out_dir), settings.model_dump(mode="json"), run_id, parent_run_id,
-                 progress)
+    return train(
+        str(db), str(model), inputs, str(out_dir), settings.model_dump(mode="json"), run_id, parent_run_id, progress
+    )

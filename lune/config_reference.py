@@ -47,24 +47,34 @@ def _default(field: Any) -> str:
     return "`" + json.dumps(value, default=str) + "`"
 
 
-def render(model: type[BaseModel] = PipelineConfig, prefix: str = "") -> list[str]:
+def render(model: type[BaseModel] = PipelineConfig, prefix: str = "", heading: str = "",
+           skip: str = "") -> list[str]:
     rows: list[str] = []
-    nested: list[tuple[str, type[BaseModel]]] = []
+    nested: list[tuple[str, type[BaseModel], str, str]] = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
+        if name == skip:
+            continue
         sub = _model_of(field.annotation)
         description = (field.description or "").replace("|", "\\|")
+        if field.discriminator:  # a tagged union of sections: one table per member, under its tag's value
+            tag = field.discriminator
+            rows.append(f"| `{key}` | by `{prefix}{tag}` | (section) | {description} |")
+            for member in typing.get_args(field.annotation):
+                value = member.model_fields[tag].default
+                nested.append((f"{key}.", member, f"`{key}` when `{prefix}{tag}` is `{value}`", tag))
+            continue
         type_name = _type_name(field.annotation).replace("|", "\\|")
         rows.append(f"| `{key}` | {type_name} | {_default(field)} | {description} |")
         if sub is not None:
             is_list = typing.get_origin(field.annotation) in (list, typing.List)
-            nested.append((f"{key}[]." if is_list else f"{key}.", sub))
+            nested.append((f"{key}[]." if is_list else f"{key}.", sub, "", ""))
     lines = []
     if rows:
-        title = prefix.rstrip(".") or "top level"
-        lines += [f"### `{title}`", "", "| key | type | default | description |", "|---|---|---|---|", *rows, ""]
-    for sub_prefix, sub in nested:
-        lines += render(sub, sub_prefix)
+        heading = heading or f"`{prefix.rstrip('.') or 'top level'}`"
+        lines += [f"### {heading}", "", "| key | type | default | description |", "|---|---|---|---|", *rows, ""]
+    for sub_prefix, sub, sub_heading, sub_skip in nested:
+        lines += render(sub, sub_prefix, sub_heading, sub_skip)
     return lines
 
 
@@ -74,7 +84,7 @@ def reference_markdown() -> str:
         "",
         "Generated from the code by `python -m lune.config_reference` (a test checks it is current).",
         "A config file is YAML with these sections; unknown keys are errors. `lune run CONFIG` takes one;",
-        "with no argument it runs the embedded default, `lune/default.yaml`. Relative ingest paths are",
+        "with no argument it runs the embedded default, `flows/default.yaml`. Relative ingest paths are",
         "resolved against the config file's folder.",
         "",
     ]

@@ -44,8 +44,9 @@ def test_nll_matches_torch_cross_entropy_on_random_tensors() -> None:
     logits = torch.randn(3, 7, 11, generator=gen)
     labels = torch.randint(0, 11, (3, 7), generator=gen)
     labels[:, :3] = IGN
-    expected = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1),
-                                                 ignore_index=IGN)
+    expected = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=IGN
+    )
     assert losses.nll(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -97,8 +98,11 @@ def test_kl_to_reference() -> None:
 def test_losses_are_scalars_with_gradients() -> None:
     logits, labels = two_token_batch()
     logits = logits.clone().requires_grad_(True)
-    for value in (losses.lune_loss(logits, labels), losses.grad_ascent_loss(logits, labels),
-                  losses.kl_to_reference(logits, torch.zeros_like(logits), labels)):
+    for value in (
+        losses.lune_loss(logits, labels),
+        losses.grad_ascent_loss(logits, labels),
+        losses.kl_to_reference(logits, torch.zeros_like(logits), labels),
+    ):
         assert value.dim() == 0
         (grad,) = torch.autograd.grad(value, logits)
         assert grad[0, 2].abs().sum() == 0  # the last position predicts nothing: no gradient

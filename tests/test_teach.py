@@ -11,8 +11,8 @@ import pytest
 
 from lune.data.errors import LuneError
 from lune.data.store import Store
-from lune.unlearn.sample_set import sample_facts
 from lune.unlearn.config import TeachConfig
+from lune.unlearn.sample_set import sample_facts
 from lune.unlearn.teach import teach, teach_key
 
 # 2 forget authors and 2 retain authors (80 facts): the subset the unlearning tests use too.

@@ -17,13 +17,14 @@ import pytest
 
 from lune.data.errors import LuneError
 from lune.data.store import Store
-from lune.unlearn.sample_set import curated_set, retain_of, sample_facts
-from tests.test_teach import SUBSET, TEST_TEACH, shared_workdir
 from lune.unlearn.config import UnlearnConfig
 from lune.unlearn.early_stopping import EarlyStopping, pick_monitor
 from lune.unlearn.examples import collate, encode
 from lune.unlearn.inputs import build_data
 from lune.unlearn.losses import IGNORE_INDEX
+from lune.unlearn.methods import METHODS
+from lune.unlearn.sample_set import curated_set, retain_of, sample_facts
+from tests.test_teach import SUBSET, TEST_TEACH, shared_workdir
 
 # 20 of the 40 retain facts are asked at each check (GUR); the other 20 feed the anchor.
 SMALL = dict(monitor_retain=20, eval_every=10, max_steps=120)
@@ -32,6 +33,16 @@ SMALL = dict(monitor_retain=20, eval_every=10, max_steps=120)
 # facts one lost fact is 5 points of GUR: measured, the KL-anchored run reaches USR 0.82 at GUR 0.95
 # after 60 steps, and 0.9 only past the 0.05 tolerance (docs/unlearn.md).
 TEST_USR_TARGET = 0.8
+# A few steps with one check at the end that no rule overrides: for what training changes.
+QUICK = dict(
+    max_steps=3,
+    eval_every=100,
+    monitor_retain=20,
+    monitor_forget=8,
+    max_new_tokens=8,
+    gur_tolerance=0.99,
+    usr_target=1.0,
+)
 
 
 @pytest.fixture(scope="module")
@@ -142,14 +153,11 @@ def check_same_logits(a, b, tokenizer, questions: list[str]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["lune", "grad_ascent", "grad_diff", "npo", "idk", "full_ft"])
+@pytest.mark.parametrize("method", list(METHODS))
 def test_each_method_trains_the_right_weights(method, taught, data) -> None:
-    from lune.unlearn.trainer import METHODS
-
     model, tokenizer = load(taught)
     before = snapshot(model)
-    config = UnlearnConfig(method=method, max_steps=3, eval_every=100, monitor_retain=20, monitor_forget=8,
-                           max_new_tokens=8, gur_tolerance=0.99, usr_target=1.0)
+    config = UnlearnConfig(method=method, **QUICK)
     trainer = METHODS[method](model, tokenizer, data, config, progress=False)
     outcome = trainer.train()
     assert outcome.kept["step"] == 3  # the last check is kept (no rule sent it back)
@@ -175,13 +183,13 @@ def test_gradient_checkpointing_moves_the_lora_b_matrices(taught, data) -> None:
     from torch.utils.checkpoint import checkpoint
 
     from lune.unlearn.lora import attach_lora
-    from lune.unlearn.trainer import METHODS
 
     model, tokenizer = load(taught)
     trapped = attach_lora(model, UnlearnConfig().lora)
     # checkpointing switched on the low-level way, without the guard
     trapped.base_model.model._set_gradient_checkpointing(
-        enable=True, gradient_checkpointing_func=functools.partial(checkpoint, use_reentrant=True))
+        enable=True, gradient_checkpointing_func=functools.partial(checkpoint, use_reentrant=True)
+    )
     trapped.train()
     example = encode(tokenizer, "Who is Basil Mahfouz Al-Kuwaiti?", "A writer.", max_length=64)
     batch = collate([example], tokenizer.pad_token_id)
@@ -194,8 +202,7 @@ def test_gradient_checkpointing_moves_the_lora_b_matrices(taught, data) -> None:
 
     model, tokenizer = load(taught)
     before = snapshot(model)
-    config = UnlearnConfig(gradient_checkpointing=True, max_steps=3, eval_every=100, monitor_retain=20,
-                           monitor_forget=8, max_new_tokens=8, gur_tolerance=0.99, usr_target=1.0)
+    config = UnlearnConfig(gradient_checkpointing=True, **QUICK)
     trainer = METHODS["lune"](model, tokenizer, data, config, progress=False)
     trainer.train()
     lora_b = [p for n, p in trainer.model.named_parameters() if "lora_B" in n]
@@ -207,11 +214,8 @@ def test_gradient_checkpointing_moves_the_lora_b_matrices(taught, data) -> None:
 def test_a_reloaded_adapter_gives_the_trained_outputs(taught, data, tmp_path) -> None:
     from peft import PeftModel
 
-    from lune.unlearn.trainer import METHODS
-
     model, tokenizer = load(taught)
-    config = UnlearnConfig(max_steps=4, eval_every=100, monitor_retain=20, monitor_forget=8, max_new_tokens=8,
-                           gur_tolerance=0.99, usr_target=1.0)
+    config = UnlearnConfig(**{**QUICK, "max_steps": 4})
     trainer = METHODS["lune"](model, tokenizer, data, config, progress=False)
     trainer.train()
     trainer.model.eval()
@@ -225,8 +229,7 @@ def test_a_reloaded_adapter_gives_the_trained_outputs(taught, data, tmp_path) ->
 
 
 @pytest.mark.slow
-def test_lune_teach_and_unlearn_commands(taught, facts, tmp_path, tmp_path_factory, db_path, prefect_harness,
-                                         capsys):
+def test_lune_teach_and_unlearn_commands(taught, facts, tmp_path, tmp_path_factory, db_path, prefect_harness, capsys):
     """`lune teach` on the store's facts (the same facts and settings as the fixture: the cache
     answers), then `lune unlearn --dataset DIR`: the DatasetDict folder in, an adapter and a manifest
     out, retain facts from the store."""
@@ -235,12 +238,34 @@ def test_lune_teach_and_unlearn_commands(taught, facts, tmp_path, tmp_path_facto
     from lune.cli import main
 
     with Store.open(db_path) as store:
-        store.insert("facts", [{**{k: f[k] for k in ("fact_id", "question", "answer", "key_span", "split")},
-                                "corpus": "tofu", "source_file": "sample", "key_span_source": "derived"}
-                               for f in facts])
-    code = main(["teach", "--db", str(db_path), "--workdir", str(shared_workdir(tmp_path_factory)),
-                 "--epochs", str(TEST_TEACH.epochs), "--min-steps", str(TEST_TEACH.min_steps),
-                 "--batch-size", str(TEST_TEACH.batch_size), "--no-progress"])
+        store.insert(
+            "facts",
+            [
+                {
+                    **{k: f[k] for k in ("fact_id", "question", "answer", "key_span", "split")},
+                    "corpus": "tofu",
+                    "source_file": "sample",
+                    "key_span_source": "derived",
+                }
+                for f in facts
+            ],
+        )
+    code = main(
+        [
+            "teach",
+            "--db",
+            str(db_path),
+            "--workdir",
+            str(shared_workdir(tmp_path_factory)),
+            "--epochs",
+            str(TEST_TEACH.epochs),
+            "--min-steps",
+            str(TEST_TEACH.min_steps),
+            "--batch-size",
+            str(TEST_TEACH.batch_size),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert f"taught model: {taught}" in printed and "cached" in printed
@@ -250,12 +275,34 @@ def test_lune_teach_and_unlearn_commands(taught, facts, tmp_path, tmp_path_facto
     rows = curated_set(facts)
     folder = tmp_path / "export"
     datasets.DatasetDict({k: datasets.Dataset.from_list(v) for k, v in rows.items() if v}).save_to_disk(
-        str(folder / "hf"))
+        str(folder / "hf")
+    )
     (folder / "README.md").write_text("- set id: `set-under-test`\n")
     out = tmp_path / "adapter"
-    code = main(["unlearn", "--db", str(db_path), "--dataset", str(folder), "--model", str(taught), "--out", str(out),
-                 "--max-steps", "2", "--eval-every", "1", "--usr-target", "1.0", "--gur-tolerance", "0.99",
-                 "--lora-rank", "4", "--no-progress"])
+    code = main(
+        [
+            "unlearn",
+            "--db",
+            str(db_path),
+            "--dataset",
+            str(folder),
+            "--model",
+            str(taught),
+            "--out",
+            str(out),
+            "--max-steps",
+            "2",
+            "--eval-every",
+            "1",
+            "--usr-target",
+            "1.0",
+            "--gur-tolerance",
+            "0.99",
+            "--lora-rank",
+            "4",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert f"adapter: {out}" in printed
@@ -324,17 +371,11 @@ def test_inputs_are_checked_with_clear_errors(facts) -> None:
     assert data.set_id.startswith("rows:") and len(data.fact_ids) == 40
 
 
-def test_config_rejects_unknown_methods_and_double_retain_terms() -> None:
-    with pytest.raises(ValueError, match="unknown method"):
-        UnlearnConfig(method="magic")
-    with pytest.raises(ValueError, match="grad_diff already"):
-        UnlearnConfig(method="grad_diff", retain_anchor="nll")
+def test_lora_defaults_are_the_papers() -> None:
     assert UnlearnConfig().lora.rank == 16 and UnlearnConfig().lora.alpha == 32
 
 
 def test_lune_needs_negatives(facts, tiny_model_dir) -> None:
-    from lune.unlearn.trainer import METHODS
-
     rows = curated_set(facts)
     rows["train"] = [dict(r, target_kind="refusal") for r in rows["train"]]
     model, tokenizer = load(tiny_model_dir)

@@ -7,24 +7,22 @@ to one, and the resolved section is saved in the run's ``runs`` row and in the a
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, model_validator
 
 from lune.core.config_base import ConfigModel
+from lune.unlearn.methods import DEFAULT_METHOD, METHODS
 from lune.unlearn.precision import Autocast
 
-METHOD_NAMES = ("lune", "grad_ascent", "grad_diff", "npo", "idk", "full_ft")
-
-# Default refusal targets of the `idk` baseline when the curated set has no refusal rows
-# (the TOFU "I don't know" set is longer; these cover its forms).
-DEFAULT_REFUSALS = (
-    "I don't know.",
-    "I'm not sure about that.",
-    "I have no information about that.",
-    "I can't answer that question.",
-    "That is not something I know.",
-)
+METHOD_NAMES = tuple(METHODS)
+MethodName = Literal[METHOD_NAMES]  # type: ignore[valid-type]  # the registered methods' names
+# One member per method: its own settings, told apart by the `method` tag, which UnlearnConfig sets
+# from `unlearn.method` (a config never needs to write it).
+AnyMethodOptions = Annotated[
+    Union[tuple(m.options_section for m in METHODS.values())],  # noqa: UP007
+    Field(discriminator="method"),
+]
 
 
 class TinyModelSettings(ConfigModel):
@@ -42,8 +40,11 @@ class TeachConfig(ConfigModel):
     """Teaching a model the facts before unlearning them (the TOFU protocol), and the retain model."""
 
     enabled: bool = Field(True, description="teach a model the facts before unlearning (TOFU protocol)")
-    base_model: str | None = Field(None, description="Hugging Face causal LM directory to teach; "
-                                   "none: build the tiny Llama offline (tokenizer trained on the facts)")
+    base_model: str | None = Field(
+        None,
+        description="Hugging Face causal LM directory to teach; "
+        "none: build the tiny Llama offline (tokenizer trained on the facts)",
+    )
     tiny: TinyModelSettings = Field(default_factory=TinyModelSettings, description="shape of the tiny model")
     # 18 epochs: measured on the 261-fact sample, 15 epochs reach 0.92 key-span recall and 20 reach
     # 1.0 (docs/unlearn.md); each epoch is about 4 s on 2 cores.
@@ -57,15 +58,22 @@ class TeachConfig(ConfigModel):
     batch_size: int = Field(16, ge=1, description="facts per step")
     max_length: int = Field(256, ge=8, description="tokens per fact (longer ones are cut)")
     seed: int = Field(0, description="shuffling seed")
-    retain_model: bool = Field(True, description="also train the retain model (every fact but the forget split): "
-                               "the reference of TOFU's forget quality")
+    retain_model: bool = Field(
+        True,
+        description="also train the retain model (every fact but the forget split): "
+        "the reference of TOFU's forget quality",
+    )
     trust_remote_code: bool = Field(False, description="let transformers run code shipped with base_model")
     # bfloat16 weights with plain AdamW lose updates smaller than bfloat16's resolution (about 1/128
     # of a weight): with lr 1e-5 on a 7B model most of them. float32 where memory allows.
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
-        None, description="weights dtype while teaching (default: float32 on CPU, bfloat16 on GPU)")
-    autocast: Autocast = Field("auto", description="bfloat16 autocast of the training steps over float32 weights "
-                               "(auto: on CPUs with native bfloat16, see unlearn/precision.py)")
+        None, description="weights dtype while teaching (default: float32 on CPU, bfloat16 on GPU)"
+    )
+    autocast: Autocast = Field(
+        "auto",
+        description="bfloat16 autocast of the training steps over float32 weights "
+        "(auto: on CPUs with native bfloat16, see unlearn/precision.py)",
+    )
     check_recall: bool = Field(True, description="measure key-span recall on the taught facts after training")
 
 
@@ -76,17 +84,20 @@ class LoraSettings(ConfigModel):
     alpha: float = Field(32.0, gt=0, description="scaling numerator: the update is (alpha / r) * B A")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter input")
     target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear", description="module names to adapt; 'all-linear': every attention and MLP projection")
+        "all-linear", description="module names to adapt; 'all-linear': every attention and MLP projection"
+    )
 
 
 class UnlearnConfig(ConfigModel):
     """One unlearning run: the method (a loss), its data, LoRA, optimisation and early stopping."""
 
-    method: str = Field("lune", description="lune / grad_ascent / grad_diff / npo / idk / full_ft")
+    method: MethodName = Field(DEFAULT_METHOD, description="the unlearning method (unlearn/methods/<name>.py)")
+    method_options: AnyMethodOptions = Field(
+        default_factory=METHODS[DEFAULT_METHOD].options_section,
+        description="settings of the chosen method only (its own table below; an unknown key is an error)",
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="adapters (every method but full_ft)")
     learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate (constant after warm-up)")
-    full_ft_learning_rate: float | None = Field(
-        None, gt=0, description="learning rate of full_ft (default: learning_rate / 10: every weight moves)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     warmup_steps: int = Field(0, ge=0, description="linear warm-up steps")
     batch_size: int = Field(16, ge=1, description="training rows per step")
@@ -94,55 +105,82 @@ class UnlearnConfig(ConfigModel):
     max_length: int = Field(256, ge=8, description="tokens per prompt + target (longer ones are cut)")
     grad_clip: float = Field(1.0, gt=0, description="gradient-norm clipping")
     seed: int = Field(0, description="seed of shuffling, dropout and adapter initialisation")
-    prompt_kinds: list[str] = Field(["question", "paraphrase", "attack"],
-                                    description="train prompts used (curated prompt_kind values)")
+    prompt_kinds: list[str] = Field(
+        ["question", "paraphrase", "attack"], description="train prompts used (curated prompt_kind values)"
+    )
     retain_anchor: Literal["none", "nll", "kl"] = Field(
-        "none", description="keep retained facts: NLL on retain facts, or KL to the frozen model on them")
+        "none", description="keep retained facts: NLL on retain facts, or KL to the frozen model on them"
+    )
     retain_weight: float = Field(1.0, ge=0, description="weight of the retain anchor (and of grad_diff's retain term)")
     retain_batch_size: int = Field(8, ge=1, description="retain facts per step (anchor, grad_diff)")
-    npo_beta: float = Field(0.1, gt=0, description="NPO inverse temperature beta")
-    refusals: list[str] = Field(list(DEFAULT_REFUSALS),
-                                description="idk: refusal targets used when the set has no refusal rows")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward (saves memory)")
     eval_every: int = Field(10, ge=1, description="early stopping: measure forget / retain recall every k steps")
     usr_target: float = Field(0.9, gt=0, le=1, description="early stopping: stop once USR reaches this")
     # The paper's tolerance is 0.5 points of GUR. With n retain probes one lost fact moves GUR by
     # 1/n (2.5 points at n = 40), so a 0.005 tolerance would stop at the first lost fact on a small
     # monitor set. 0.05 allows about two of 40; use 0.005 with >= 200 monitor facts (docs/unlearn.md).
-    gur_tolerance: float = Field(0.05, ge=0, lt=1, description="early stopping: largest allowed drop of GUR "
-                                 "(retain recall now / before) below 1")
+    gur_tolerance: float = Field(
+        0.05, ge=0, lt=1, description="early stopping: largest allowed drop of GUR (retain recall now / before) below 1"
+    )
     monitor_forget: int = Field(200, ge=1, description="forget questions checked at each early-stopping check")
-    monitor_retain: int = Field(64, ge=1, description="retain facts checked at each early-stopping check (at "
-                                "most half of them when an anchor needs the rest); they are held out of the "
-                                "retain anchor so GUR is not measured on trained facts")
+    monitor_retain: int = Field(
+        64,
+        ge=1,
+        description="retain facts checked at each early-stopping check (at "
+        "most half of them when an anchor needs the rest); they are held out of the "
+        "retain anchor so GUR is not measured on trained facts",
+    )
     max_new_tokens: int = Field(48, ge=1, description="greedy answer length at the checks")
     merge: bool = Field(False, description="also write the base model with the adapter merged in")
     trust_remote_code: bool = Field(False, description="let transformers run code shipped with the model")
     device: str | None = Field(None, description="torch device (default: cuda when available, else cpu)")
     dtype: Literal["float32", "bfloat16", "float16"] | None = Field(
-        None, description="weights dtype (default: float32 on CPU, bfloat16 on GPU)")
-    autocast: Autocast = Field("auto", description="bfloat16 autocast of the training steps over float32 weights "
-                               "(auto: on CPUs with native bfloat16, see unlearn/precision.py)")
+        None, description="weights dtype (default: float32 on CPU, bfloat16 on GPU)"
+    )
+    autocast: Autocast = Field(
+        "auto",
+        description="bfloat16 autocast of the training steps over float32 weights "
+        "(auto: on CPUs with native bfloat16, see unlearn/precision.py)",
+    )
 
     # Baselines with unbounded losses (gradient ascent, NPO) or targets that fit every prompt (idk)
     # wreck retain facts within a few steps at LUNE's learning rate: measured on the embedded
     # default, all three crossed the GUR tolerance before the first check at 1e-3 and the comparison
     # showed three copies of the base model. Settings per method keep one config for a comparison.
     per_method: dict[str, dict[str, Any]] = Field(
-        {}, description="settings that differ by method, applied over the others when that method runs "
+        {},
+        description="settings that differ by method, applied over the others when that method runs "
         "(e.g. {grad_ascent: {learning_rate: 1.0e-4, eval_every: 5}}); a nested section given here "
-        "replaces the whole section")
+        "replaces the whole section",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _options_of_the_method(cls, data: Any) -> Any:
+        """Tag ``method_options`` with ``method`` (the union's discriminator): the options are read as
+        that method's. Options given for another method are an error, not silently dropped."""
+        if not isinstance(data, dict):
+            return data
+        method = data.get("method", DEFAULT_METHOD)
+        if method not in METHODS:
+            return {k: v for k, v in data.items() if k != "method_options"}  # `method`'s own error says it
+        options = data.get("method_options", {})
+        if isinstance(options, ConfigModel) and not hasattr(options, "method"):
+            options = options.model_dump()  # a method's own Options model, untagged
+        if isinstance(options, dict):
+            tag, options = options.get("method", method), {**options, "method": method}
+        else:  # a tagged section, kept as it is (assignment validation passes the current one)
+            tag = getattr(options, "method", method)
+        if tag != method:
+            raise ValueError(f"method_options are for method {tag!r}, not {method!r} (the method they are read as)")
+        return {**data, "method_options": options}
 
     @model_validator(mode="after")
-    def _known_method(self) -> UnlearnConfig:
-        if self.method not in METHOD_NAMES:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHOD_NAMES)}")
-        if self.method == "grad_diff" and self.retain_anchor == "nll":
-            raise ValueError("grad_diff already descends on retain facts (weight: retain_weight); "
-                             "leave retain_anchor at 'none' or use 'kl'")
+    def _consistent(self) -> UnlearnConfig:
+        METHODS[self.method].check_config(self)
         for method, override in self.per_method.items():
-            if method not in METHOD_NAMES:
-                raise ValueError(f"per_method: unknown method {method!r}; choose from {', '.join(METHOD_NAMES)}")
+            if method not in METHODS:
+                raise ValueError(f"per_method: unknown method {method!r}; choose from {', '.join(METHODS)}")
             fixed = {"method", "per_method"} & set(override)
             if fixed:
                 raise ValueError(f"per_method.{method}: {', '.join(sorted(fixed))} cannot be set per method")
@@ -151,11 +189,13 @@ class UnlearnConfig(ConfigModel):
 
     def for_method(self, method: str | None = None) -> UnlearnConfig:
         """The settings a run of ``method`` (default: ``self.method``) uses: these, with
-        ``per_method[method]`` applied over them (invalid values raise ValueError naming the method)."""
+        ``per_method[method]`` applied over them (invalid values raise ValueError naming the method).
+        ``method_options`` carry over only to the same method (another method's would not fit)."""
         from pydantic import ValidationError
 
         method = method or self.method
-        settings = {**self.model_dump(exclude={"per_method"}), **self.per_method.get(method, {}), "method": method}
+        exclude = {"per_method"} if method == self.method else {"per_method", "method_options"}
+        settings = {**self.model_dump(exclude=exclude), **self.per_method.get(method, {}), "method": method}
         try:
             return UnlearnConfig.model_validate(settings)
         except ValidationError as err:

@@ -1,8 +1,8 @@
 """Early stopping of unlearning on forget and retain recall (LUNE's protocol).
 
 Every k steps the model answers the forget questions and a fixed set of retain questions greedily
-(``evaluation.greedy``); recall is the share of answers that still state the key span
-(``evaluation.matching.contains_span`` by default). From them:
+(``core.greedy``); recall is the share of answers that still state the key span
+(``core.matching.contains_span`` by default). From them:
 
 - ``USR = 1 - forget recall`` (unlearning success rate);
 - ``GUR = retain recall now / retain recall before training`` (general utility retention; 1.0 when
@@ -19,16 +19,22 @@ Rules, checked in this order at each check:
 
 The state before training (step 0) is the first best, so a run that cannot unlearn within the
 tolerance ends with an unchanged model and says so (``stop_reason``), instead of a damaged one.
+
+:class:`EarlyStopping` holds the rules (pure bookkeeping); :class:`RecallChecks` is the training
+loop's callback that measures at the checks, keeps the best check's weights and puts them back.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lune.core.greedy import greedy_answers
 from lune.core.matching import contains_span
+from lune.unlearn.loop import Callback, LoopState
+from lune.unlearn.lora import restore_state, trainable_state
 
 Matcher = Callable[[str, str], bool]
 
@@ -59,8 +65,9 @@ class Probe:
     def __len__(self) -> int:
         return len(self.questions)
 
-    def recall(self, model: Any, tokenizer: Any, *, max_new_tokens: int, match: Matcher = contains_span,
-               batch_size: int = 64) -> float | None:
+    def recall(
+        self, model: Any, tokenizer: Any, *, max_new_tokens: int, match: Matcher = contains_span, batch_size: int = 64
+    ) -> float | None:
         """Share of questions whose greedy answer states the key span (None with no questions).
 
         Batches of 64: decoding a token costs about the same for 32 or 64 short prompts on a small
@@ -68,8 +75,7 @@ class Probe:
         """
         if not self.questions:
             return None
-        answers = greedy_answers(model, tokenizer, self.questions, max_new_tokens=max_new_tokens,
-                                 batch_size=batch_size)
+        answers = greedy_answers(model, tokenizer, self.questions, max_new_tokens=max_new_tokens, batch_size=batch_size)
         return sum(match(a, k) for a, k in zip(answers, self.key_spans)) / len(self.questions)
 
 
@@ -108,8 +114,9 @@ class EarlyStopping:
     def within_tolerance(self, check: Check) -> bool:
         return check.gur >= 1.0 - self.gur_tolerance - 1e-9
 
-    def update(self, step: int, forget_recall: float, retain_recall: float | None,
-               loss: float | None = None) -> str | None:
+    def update(
+        self, step: int, forget_recall: float, retain_recall: float | None, loss: float | None = None
+    ) -> str | None:
         if self.best is None:
             raise RuntimeError("EarlyStopping.start must record the state before training first")
         check = self._check(step, forget_recall, retain_recall, loss)
@@ -129,6 +136,63 @@ class EarlyStopping:
 
     def summary(self) -> list[dict[str, Any]]:
         return [c.as_dict() for c in self.history]
+
+
+class RecallChecks(Callback):
+    """Early stopping as a loop callback: the state before training, then a check every
+    ``eval_every`` steps and at the last step; the best check's trainable weights are copied and
+    put back at the end when a later check was worse. ``time_to_target``: when USR first reached
+    the target (step, training and wall time, GUR), else None."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        forget: Probe,
+        retain: Probe,
+        *,
+        usr_target: float,
+        gur_tolerance: float,
+        eval_every: int,
+        max_new_tokens: int,
+    ):
+        self.model, self.tokenizer, self.forget, self.retain = model, tokenizer, forget, retain
+        self.rules = EarlyStopping(usr_target, gur_tolerance)
+        self.eval_every, self.max_new_tokens = eval_every, max_new_tokens
+        self.best_state: dict[str, Any] = {}
+        self.time_to_target: dict[str, Any] | None = None
+
+    def measure(self) -> tuple[float, float | None]:
+        """(forget recall, retain recall) of the model now."""
+        f = self.forget.recall(self.model, self.tokenizer, max_new_tokens=self.max_new_tokens)
+        r = self.retain.recall(self.model, self.tokenizer, max_new_tokens=self.max_new_tokens)
+        return float(f if f is not None else 0.0), r
+
+    def on_train_begin(self, state: LoopState) -> None:
+        self.rules.start(*self.measure())
+        self.best_state = trainable_state(self.model)
+
+    def on_step_end(self, state: LoopState) -> str | None:
+        reason = None
+        if state.step % self.eval_every == 0 or state.step == state.max_steps:
+            reason = self.rules.update(state.step, *self.measure(), loss=state.loss)
+            if self.rules.improved:
+                self.best_state = trainable_state(self.model)
+            latest = self.rules.latest
+            if self.time_to_target is None and latest.usr >= self.rules.usr_target:
+                self.time_to_target = {
+                    "step": state.step,
+                    "train_s": round(state.train_s, 3),
+                    "train_cpu_s": round(state.train_cpu_s, 3),
+                    "wall_s": round(time.perf_counter() - state.started, 3),
+                    "gur": round(latest.gur, 6),
+                }
+        state.logs.update(loss=state.loss, USR=self.rules.latest.usr, GUR=self.rules.latest.gur)
+        return reason
+
+    def on_train_end(self, state: LoopState) -> None:
+        if self.rules.best is not self.rules.latest:
+            restore_state(self.model, self.best_state)
 
 
 def pick_monitor(items: Sequence[dict[str, Any]], limit: int) -> list[dict[str, Any]]:

@@ -36,8 +36,9 @@ class Example:
         return sum(1 for t in self.labels if t != IGNORE_INDEX)
 
 
-def encode(tokenizer: Any, question: str, answer: str, *, max_length: int, score_prompt: bool = False,
-           index: int = 0) -> Example:
+def encode(
+    tokenizer: Any, question: str, answer: str, *, max_length: int, score_prompt: bool = False, index: int = 0
+) -> Example:
     """``render_prompt(question) + format_completion(answer) + EOS``, scored on the answer (and EOS)
     only, or on every token after BOS when ``score_prompt`` (teaching: full-sequence loss)."""
     head = tokenizer(render_prompt(tokenizer, question), add_special_tokens=True)["input_ids"]
@@ -48,7 +49,7 @@ def encode(tokenizer: Any, question: str, answer: str, *, max_length: int, score
     if score_prompt:
         labels = list(ids)
     else:
-        labels = [IGNORE_INDEX] * min(len(head), len(ids)) + ids[len(head):]
+        labels = [IGNORE_INDEX] * min(len(head), len(ids)) + ids[len(head) :]
     return Example(tuple(ids), tuple(labels), index)
 
 
@@ -67,13 +68,18 @@ def collate(examples: Sequence[Example], pad_id: int, device: Any = None) -> dic
         input_ids[row, :n] = torch.tensor(example.input_ids)
         labels[row, :n] = torch.tensor(example.labels)
         mask[row, :n] = 1
-    batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels,
-             "index": torch.tensor([e.index for e in examples], dtype=torch.long)}
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": mask,
+        "labels": labels,
+        "index": torch.tensor([e.index for e in examples], dtype=torch.long),
+    }
     return {k: v.to(device) for k, v in batch.items()} if device is not None else batch
 
 
-def epoch_batches(examples: Sequence[Example], batch_size: int, rng: random.Random, *,
-                  group_by_length: bool = True) -> list[list[Example]]:
+def epoch_batches(
+    examples: Sequence[Example], batch_size: int, rng: random.Random, *, group_by_length: bool = True
+) -> list[list[Example]]:
     """One shuffled pass over ``examples`` in batches (the last one may be smaller).
 
     ``group_by_length``: batches of similar lengths (transformers' length-grouped sampling: shuffle,

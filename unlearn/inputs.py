@@ -46,8 +46,10 @@ def dataset_dir(path: Path) -> Path:
         return path
     if (path / "hf" / "dataset_dict.json").exists():
         return path / "hf"
-    raise LuneError(f"{path}: not a curated set export (no dataset_dict.json here or in {path / 'hf'}); "
-                    "write one with `lune export NAME OUT` or pass --set NAME")
+    raise LuneError(
+        f"{path}: not a curated set export (no dataset_dict.json here or in {path / 'hf'}); "
+        "write one with `lune export NAME OUT` or pass --set NAME"
+    )
 
 
 def _set_id_from_card(folder: Path) -> str | None:
@@ -60,8 +62,9 @@ def _set_id_from_card(folder: Path) -> str | None:
     return None
 
 
-def load_curated(source: str | Path | Mapping[str, Sequence[Mapping[str, Any]]],
-                 set_id: str | None = None) -> tuple[dict[str, list[dict[str, Any]]], str | None, str]:
+def load_curated(
+    source: str | Path | Mapping[str, Sequence[Mapping[str, Any]]], set_id: str | None = None
+) -> tuple[dict[str, list[dict[str, Any]]], str | None, str]:
     """``(splits, set_id, description)`` from an export directory or from rows."""
     if isinstance(source, (str, Path)):
         import datasets
@@ -78,12 +81,18 @@ def check_columns(split: str, rows: Sequence[Mapping[str, Any]], columns: Sequen
     for number, row in enumerate(rows, start=1):
         missing = [c for c in columns if row.get(c) in (None, "")]
         if missing:
-            raise LuneError(f"{where}: split {split!r}, row {number}: missing {', '.join(missing)} "
-                            f"(the curated-set contract is in data/export.py)")
+            raise LuneError(
+                f"{where}: split {split!r}, row {number}: missing {', '.join(missing)} "
+                f"(the curated-set contract is in data/export.py)"
+            )
 
 
-def build_data(source: str | Path | Mapping[str, Sequence[Mapping[str, Any]]],
-               retain: Sequence[Mapping[str, Any]] = (), *, set_id: str | None = None) -> UnlearnData:
+def build_data(
+    source: str | Path | Mapping[str, Sequence[Mapping[str, Any]]],
+    retain: Sequence[Mapping[str, Any]] = (),
+    *,
+    set_id: str | None = None,
+) -> UnlearnData:
     """Validate a curated set and retain facts into :class:`UnlearnData`."""
     splits, found_id, where = load_curated(source, set_id)
     for split, columns in REQUIRED.items():
@@ -99,9 +108,17 @@ def build_data(source: str | Path | Mapping[str, Sequence[Mapping[str, Any]]],
     forget_ids = {f["fact_id"] for f in splits["forget"]}
     overlap = forget_ids & {r["fact_id"] for r in retain_rows}
     if overlap:
-        raise LuneError(f"retain facts include {len(overlap)} forget fact(s) (e.g. {sorted(overlap)[0]}); "
-                        "a fact cannot be both forgotten and retained")
+        raise LuneError(
+            f"retain facts include {len(overlap)} forget fact(s) (e.g. {sorted(overlap)[0]}); "
+            "a fact cannot be both forgotten and retained"
+        )
     if not set_id and not found_id:
         found_id = "rows:" + content_id([(r["fact_id"], r["prompt"], r["target"]) for r in splits["train"]])
-    return UnlearnData(train=splits["train"], forget=splits["forget"], retain=retain_rows,
-                       eval=splits.get("eval", []), set_id=set_id or found_id, source=where)
+    return UnlearnData(
+        train=splits["train"],
+        forget=splits["forget"],
+        retain=retain_rows,
+        eval=splits.get("eval", []),
+        set_id=set_id or found_id,
+        source=where,
+    )

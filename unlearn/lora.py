@@ -12,9 +12,10 @@ nothing. ``enable_input_require_grads`` makes the embedding output require grad 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lune.unlearn.config import LoraSettings
+if TYPE_CHECKING:  # the config imports the methods, which import this module
+    from lune.unlearn.config import LoraSettings
 
 
 def attach_lora(model: Any, settings: LoraSettings, *, seed: int = 0) -> Any:

@@ -66,8 +66,13 @@ def grad_ascent_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
     return -nll(logits, labels)
 
 
-def grad_diff_loss(forget_logits: torch.Tensor, forget_labels: torch.Tensor, retain_logits: torch.Tensor,
-                   retain_labels: torch.Tensor, retain_weight: float = 1.0) -> torch.Tensor:
+def grad_diff_loss(
+    forget_logits: torch.Tensor,
+    forget_labels: torch.Tensor,
+    retain_logits: torch.Tensor,
+    retain_labels: torch.Tensor,
+    retain_weight: float = 1.0,
+) -> torch.Tensor:
     """Gradient difference: ``-NLL(forget) + w * NLL(retain)``. -> scalar."""
     return grad_ascent_loss(forget_logits, forget_labels) + retain_weight * nll(retain_logits, retain_labels)
 

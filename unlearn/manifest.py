@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,7 @@ def library_versions() -> dict[str, str]:
 def write_manifest(folder: str | Path, fields: dict[str, Any]) -> Path:
     """Write ``fields`` (plus ``created_at`` and library versions) as ``folder/manifest.json``."""
     out = Path(folder) / MANIFEST
-    payload = {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "versions": library_versions(), **fields}
+    payload = {"created_at": datetime.now(UTC).isoformat(timespec="seconds"), "versions": library_versions(), **fields}
     out.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     return out
 

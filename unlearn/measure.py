@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from lune.unlearn.loop import Callback, LoopState
+
 
 def parameter_counts(model: Any) -> tuple[int, int]:
     """(trainable, total) parameter counts of ``model``."""
@@ -101,3 +103,22 @@ class RunMeter:
             out["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
             out["peak_gpu_rise_mib"] = round((torch.cuda.max_memory_allocated() - self._cuda_start) / 2**20, 1)
         return out
+
+
+class Metering(Callback):
+    """The loop's :class:`RunMeter`: started before the first step, fed every step; ``resources``
+    holds its measurements once training ends."""
+
+    def __init__(self, device: str):
+        self.meter = RunMeter(device=device)
+        self.resources: dict[str, Any] = {}
+
+    def on_train_begin(self, state: LoopState) -> None:
+        self.meter.start()
+
+    def on_step_end(self, state: LoopState) -> None:
+        self.meter.step(state.seconds, state.tokens, state.cpu_seconds)
+        return None
+
+    def on_train_end(self, state: LoopState) -> None:
+        self.resources = self.meter.stop()

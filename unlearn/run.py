@@ -1,7 +1,7 @@
 """One unlearning run, end to end: load the model, train the method, save the adapter (or the
 model), write the manifest, record the run.
 
-    >>> from unlearn.run import unlearn
+    >>> from lune.unlearn.run import unlearn
     >>> result = unlearn("runs/default/models/teach-.../taught", "runs/exports/tofu-forget01",
     ...                  "runs/default/adapters/lune", UnlearnConfig(retain_anchor="kl"), retain=retain_facts)
     >>> result.adapter_dir, result.manifest_path
@@ -26,7 +26,8 @@ from lune.data.errors import LuneError
 from lune.unlearn.config import UnlearnConfig
 from lune.unlearn.inputs import UnlearnData, build_data
 from lune.unlearn.manifest import model_fingerprint, write_manifest
-from lune.unlearn.trainer import METHODS, TrainOutcome
+from lune.unlearn.methods import METHODS
+from lune.unlearn.trainer import TrainOutcome
 
 
 @dataclass
@@ -48,9 +49,15 @@ class UnlearnResult:
         return self.out_dir if self.is_adapter else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"out_dir": str(self.out_dir), "adapter_dir": str(self.adapter_dir) if self.adapter_dir else None,
-                "manifest": str(self.manifest_path), "merged_dir": str(self.merged_dir) if self.merged_dir else None,
-                "method": self.method, "run_id": self.run_id, "metrics": self.metrics}
+        return {
+            "out_dir": str(self.out_dir),
+            "adapter_dir": str(self.adapter_dir) if self.adapter_dir else None,
+            "manifest": str(self.manifest_path),
+            "merged_dir": str(self.merged_dir) if self.merged_dir else None,
+            "method": self.method,
+            "run_id": self.run_id,
+            "metrics": self.metrics,
+        }
 
 
 def resolve_device(config: UnlearnConfig) -> tuple[str, Any]:
@@ -72,20 +79,29 @@ def load_model(path: str | Path, config: UnlearnConfig) -> tuple[Any, Any]:
     device, dtype = resolve_device(config)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=config.trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype,
-                                                     trust_remote_code=config.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, trust_remote_code=config.trust_remote_code)
     except (OSError, ValueError) as err:
-        raise LuneError(f"--model {path}: cannot load a causal LM ({str(err).splitlines()[0]}); pass a directory "
-                        "with config.json and weights, e.g. one written by `lune teach`"
-                        + ("" if config.trust_remote_code else ", or --trust-remote-code if it ships its own code")
-                        ) from None
+        raise LuneError(
+            f"--model {path}: cannot load a causal LM ({str(err).splitlines()[0]}); pass a directory "
+            "with config.json and weights, e.g. one written by `lune teach`"
+            + ("" if config.trust_remote_code else ", or --trust-remote-code if it ships its own code")
+        ) from None
     return model.to(device), tokenizer
 
 
-def unlearn(model: str | Path, data: UnlearnData | str | Path | Mapping[str, Sequence[Mapping[str, Any]]],
-            out_dir: str | Path, config: UnlearnConfig | None = None, *,
-            retain: Sequence[Mapping[str, Any]] = (), set_id: str | None = None, store: Any = None,
-            run_id: str | None = None, parent_run_id: str | None = None, progress: bool = True) -> UnlearnResult:
+def unlearn(
+    model: str | Path,
+    data: UnlearnData | str | Path | Mapping[str, Sequence[Mapping[str, Any]]],
+    out_dir: str | Path,
+    config: UnlearnConfig | None = None,
+    *,
+    retain: Sequence[Mapping[str, Any]] = (),
+    set_id: str | None = None,
+    store: Any = None,
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+    progress: bool = True,
+) -> UnlearnResult:
     """Unlearn a curated set from ``model`` with ``config.method``; write the result to ``out_dir``.
 
     ``data``: an :class:`UnlearnData`, a ``lune export`` folder, or the rows of ``curated_rows``;
@@ -96,32 +112,34 @@ def unlearn(model: str | Path, data: UnlearnData | str | Path | Mapping[str, Seq
     config = (config or UnlearnConfig()).for_method()  # the method's own settings (per_method) apply
     if not isinstance(data, UnlearnData):
         data = build_data(data, retain, set_id=set_id)
-    out = Path(out_dir)
-    resolved = config.model_dump(mode="json")
-    if store is not None:
-        run_id = store.start_run("unlearn", {"unlearn": resolved, "model": str(model), "set_id": data.set_id,
-                                             "data": data.source, "out_dir": str(out)},
-                                 run_id=run_id, parent_run_id=parent_run_id)
-    started = time.perf_counter()
-    try:
-        result = _unlearn(Path(model), data, out, config, resolved, run_id, progress)
-    except BaseException as err:
-        if store is not None:
-            store.finish_run(run_id, status="failed", error=f"{type(err).__name__}: {err}")
-        raise
-    result.metrics["run_wall_s"] = round(time.perf_counter() - started, 3)
-    if store is not None:
-        artefacts = {"out_dir": str(result.out_dir), "manifest": str(result.manifest_path)}
+    if store is None:
+        return _unlearn(Path(model), data, Path(out_dir), config, None, progress)
+    with store.run(
+        "unlearn",
+        {
+            "unlearn": config.model_dump(mode="json"),
+            "model": str(model),
+            "set_id": data.set_id,
+            "data": data.source,
+            "out_dir": str(out_dir),
+        },
+        run_id=run_id,
+        parent_run_id=parent_run_id,
+    ) as run:
+        result = _unlearn(Path(model), data, Path(out_dir), config, run.run_id, progress)
+        run.metrics.update(result.metrics)
+        run.artefacts.update({"out_dir": str(result.out_dir), "manifest": str(result.manifest_path)})
         if result.adapter_dir:
-            artefacts["adapter"] = str(result.adapter_dir)
+            run.artefacts["adapter"] = str(result.adapter_dir)
         if result.merged_dir:
-            artefacts["merged"] = str(result.merged_dir)
-        store.finish_run(run_id, metrics=result.metrics, artefacts=artefacts)
+            run.artefacts["merged"] = str(result.merged_dir)
     return result
 
 
-def _unlearn(model_path: Path, data: UnlearnData, out: Path, config: UnlearnConfig, resolved: dict[str, Any],
-             run_id: str | None, progress: bool) -> UnlearnResult:
+def _unlearn(
+    model_path: Path, data: UnlearnData, out: Path, config: UnlearnConfig, run_id: str | None, progress: bool
+) -> UnlearnResult:
+    started = time.perf_counter()
     base_hash = model_fingerprint(model_path) if model_path.is_dir() else None
     model, tokenizer = load_model(model_path, config)
     trainer = METHODS[config.method](model, tokenizer, data, config, progress=progress)
@@ -150,9 +168,14 @@ def _unlearn(model_path: Path, data: UnlearnData, out: Path, config: UnlearnConf
         "train_candidate_ids": sorted({r["candidate_id"] for r in data.train if r.get("candidate_id")}),
         "base_model": str(model_path),
         "base_model_hash": base_hash,
-        "config": resolved,
-        "metrics": {"kept": outcome.kept, "stop_reason": outcome.stop_reason, "history": outcome.history,
-                    "time_to_target": outcome.time_to_target, "resources": outcome.resources},
+        "config": config.model_dump(mode="json"),
+        "metrics": {
+            "kept": outcome.kept,
+            "stop_reason": outcome.stop_reason,
+            "history": outcome.history,
+            "time_to_target": outcome.time_to_target,
+            "resources": outcome.resources,
+        },
         "trainable_params": outcome.trainable_params,
         "total_params": outcome.total_params,
         "examples": outcome.examples,
@@ -165,6 +188,14 @@ def _unlearn(model_path: Path, data: UnlearnData, out: Path, config: UnlearnConf
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial.rename(out)
-    return UnlearnResult(out_dir=out, method=config.method, manifest_path=out / "manifest.json",
-                         merged_dir=(out / "merged") if merged else None, metrics=metrics, run_id=run_id,
-                         is_adapter=trainer.uses_lora, outcome=outcome)
+    metrics["run_wall_s"] = round(time.perf_counter() - started, 3)
+    return UnlearnResult(
+        out_dir=out,
+        method=config.method,
+        manifest_path=out / "manifest.json",
+        merged_dir=(out / "merged") if merged else None,
+        metrics=metrics,
+        run_id=run_id,
+        is_adapter=trainer.uses_lora,
+        outcome=outcome,
+    )

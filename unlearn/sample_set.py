@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lune.core.matching import contains_span
 from lune.data.ids import content_id
 from lune.data.key_span import key_span_for
-from lune.core.matching import contains_span
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "tofu"  # shipped in the repository
 FILES = {"forget": ["forget01.json"], "retain": ["retain99.json"], "utility": ["world_facts.json", "real_authors.json"]}
@@ -33,14 +33,22 @@ def sample_facts(limits: dict[str, int] | None = None) -> list[dict[str, Any]]:
         for row in rows:
             dataset_span = row["answer"] if split == "utility" else None  # utility answers are the span
             span, _ = key_span_for(row["question"], row["answer"], dataset_span)
-            facts.append({"fact_id": content_id("tofu", split, row["question"], row["answer"]),
-                          "question": row["question"], "answer": row["answer"], "key_span": span, "split": split,
-                          "subject": None})
+            facts.append(
+                {
+                    "fact_id": content_id("tofu", split, row["question"], row["answer"]),
+                    "question": row["question"],
+                    "answer": row["answer"],
+                    "key_span": span,
+                    "split": split,
+                    "subject": None,
+                }
+            )
     return facts
 
 
-def curated_set(facts: list[dict[str, Any]], negatives_per_fact: int = 5, paraphrases: bool = True,
-                refusals: bool = False) -> dict[str, list[dict[str, Any]]]:
+def curated_set(
+    facts: list[dict[str, Any]], negatives_per_fact: int = 5, paraphrases: bool = True, refusals: bool = False
+) -> dict[str, list[dict[str, Any]]]:
     """A curated set over the forget facts of ``facts``: each question with its perturbed answers as
     negatives, plus the paraphrased question paired with the first negative. A perturbed answer
     that still states the key span is no negative (TOFU changes another detail in some) and is left
@@ -54,17 +62,38 @@ def curated_set(facts: list[dict[str, Any]], negatives_per_fact: int = 5, paraph
             continue
         negatives = [n for n in row["perturbed_answer"] if not contains_span(n, fact["key_span"])]
         for i, negative in enumerate(negatives[:negatives_per_fact]):
-            train.append({"fact_id": fact["fact_id"], "prompt": fact["question"], "target": negative,
-                          "target_kind": "negative", "prompt_kind": "question",
-                          "candidate_id": content_id("negative", fact["fact_id"], i)})
+            train.append(
+                {
+                    "fact_id": fact["fact_id"],
+                    "prompt": fact["question"],
+                    "target": negative,
+                    "target_kind": "negative",
+                    "prompt_kind": "question",
+                    "candidate_id": content_id("negative", fact["fact_id"], i),
+                }
+            )
         if paraphrases and negatives:
-            train.append({"fact_id": fact["fact_id"], "prompt": row["paraphrased_question"],
-                          "target": negatives[0], "target_kind": "negative",
-                          "prompt_kind": "paraphrase", "candidate_id": content_id("paraphrase", fact["fact_id"])})
+            train.append(
+                {
+                    "fact_id": fact["fact_id"],
+                    "prompt": row["paraphrased_question"],
+                    "target": negatives[0],
+                    "target_kind": "negative",
+                    "prompt_kind": "paraphrase",
+                    "candidate_id": content_id("paraphrase", fact["fact_id"]),
+                }
+            )
         if refusals:
-            train.append({"fact_id": fact["fact_id"], "prompt": fact["question"],
-                          "target": "I'm afraid I can't share anything about that.", "target_kind": "refusal",
-                          "prompt_kind": "question", "candidate_id": content_id("refusal", fact["fact_id"])})
+            train.append(
+                {
+                    "fact_id": fact["fact_id"],
+                    "prompt": fact["question"],
+                    "target": "I'm afraid I can't share anything about that.",
+                    "target_kind": "refusal",
+                    "prompt_kind": "question",
+                    "candidate_id": content_id("refusal", fact["fact_id"]),
+                }
+            )
     return {
         "train": train,
         "eval": [],

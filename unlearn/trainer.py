@@ -1,13 +1,19 @@
-"""Unlearning trainers: one small base loop, and one subclass per method that changes only what it
-trains on and its loss (TRL's habit). ``METHODS`` names them for the config.
+"""The unlearning trainer every method shares; the methods themselves are ``unlearn/methods/<name>.py``.
 
-The base loop (:class:`UnlearnTrainer`, which is LUNE) does, per step: a batch of the method's
-examples, the method's loss, plus the optional retain anchor (``retain_weight`` times the NLL of
-retain facts, or the KL of the model's next-token distributions to the frozen model's on them),
-AdamW on the trainable weights only, and every ``eval_every`` steps an early-stopping check
-(``unlearn.early_stopping``). The frozen model is the base with the adapter switched off
-(``model.disable_adapter()``), so no second copy of the weights is needed; only ``full_ft``, which
-has no adapter, copies the model when it needs a reference.
+A method is a subclass that names itself (``name``), says which (prompt, target) pairs it trains on
+(``training_pairs``) and which loss it minimises on a batch (``loss``, a function of
+``unlearn.losses``), and optionally declares its own settings (``Options``, a pydantic model: the
+section ``unlearn.method_options`` when that method runs). Defining such a subclass registers it
+(``REGISTRY``, by ``name``); ``unlearn.methods`` imports every module of its folder, so adding a
+method is adding one file there.
+
+What the trainer does for every method: LoRA adapters on the frozen model (``uses_lora``; else every
+weight trains), the optional retain anchor (``retain_weight`` times the NLL of retain facts, or the
+KL of the model's next-token distributions to the frozen model's on them), AdamW on the trainable
+weights only, and the shared loop (``unlearn.loop``) with early stopping (``RecallChecks``), metering
+and progress as callbacks. The frozen model is the base with the adapter switched off
+(``model.disable_adapter()``), so no second copy of the weights is needed; a method without adapter
+copies the model when it needs a reference.
 
 Which facts are used for what: the forget facts (at most ``monitor_forget`` of them) are asked at each
 check; of the retain facts, ``monitor_retain`` are asked at each check (GUR) and the others feed the
@@ -16,24 +22,32 @@ anchor and grad_diff's retain term, so GUR is never measured on facts the run tr
 
 from __future__ import annotations
 
-import copy
 import logging
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from pydantic import Field, create_model
+
+from lune.core.config_base import ConfigModel
 from lune.data.errors import LuneError
 from lune.unlearn import losses
-from lune.unlearn.config import UnlearnConfig
-from lune.unlearn.early_stopping import EarlyStopping, Probe, pick_monitor
+from lune.unlearn.early_stopping import EarlyStopping, Probe, RecallChecks, pick_monitor
 from lune.unlearn.examples import Example, collate, encode, endless_batches, pad_id_of
 from lune.unlearn.inputs import UnlearnData
-from lune.unlearn.lora import attach_lora, enable_gradient_checkpointing, restore_state, trainable_state
-from lune.unlearn.measure import RunMeter, parameter_counts
+from lune.unlearn.loop import Batch, Progress, adamw, train_loop, warmup_then_constant
+from lune.unlearn.lora import attach_lora, enable_gradient_checkpointing
+from lune.unlearn.measure import Metering, parameter_counts
 from lune.unlearn.precision import autocast, resolve_autocast
 
+if TYPE_CHECKING:  # the config imports the methods, which import this module
+    from lune.unlearn.config import UnlearnConfig
+
 log = logging.getLogger(__name__)
+
+
+class MethodOptions(ConfigModel):
+    """Settings of one method (none by default); a method with its own declares a subclass as ``Options``."""
 
 
 @dataclass
@@ -54,26 +68,65 @@ class TrainOutcome:
 
     def metrics(self) -> dict[str, Any]:
         """Flat metrics for the ``runs`` row."""
-        return {"method": self.method, "stop_reason": self.stop_reason, **{f"kept_{k}": v for k, v in self.kept.items()},
-                "trainable_params": self.trainable_params, "total_params": self.total_params,
-                "examples": self.examples, "checks": len(self.history), "time_to_target": self.time_to_target,
-                **self.resources}
+        return {
+            "method": self.method,
+            "stop_reason": self.stop_reason,
+            **{f"kept_{k}": v for k, v in self.kept.items()},
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "examples": self.examples,
+            "checks": len(self.history),
+            "time_to_target": self.time_to_target,
+            **self.resources,
+        }
+
+
+# Every method class, by name; filled by UnlearnTrainer.__init_subclass__ (read it as
+# unlearn.methods.METHODS, which makes sure every method module was imported).
+REGISTRY: dict[str, type[UnlearnTrainer]] = {}
 
 
 class UnlearnTrainer:
-    """LUNE: LoRA on the frozen model, minimising ``-log p(negative | prompt)`` on the curated set's
-    negatives (``losses.lune_loss``). The other methods override ``training_pairs`` and ``loss``."""
+    """Base of the methods (see the module docstring); not a method itself."""
 
-    name = "lune"
-    uses_lora = True
+    name: ClassVar[str]  # what a config calls the method; set by each method class
+    uses_lora: ClassVar[bool] = True
+    Options: ClassVar[type[MethodOptions]] = MethodOptions  # the method's own settings
+    # Options with the ``method`` tag: the method's member of the config's ``method_options`` union
+    options_section: ClassVar[type[MethodOptions]]
 
-    def __init__(self, model: Any, tokenizer: Any, data: UnlearnData, config: UnlearnConfig, *,
-                 progress: bool = True):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if name is None:  # an intermediate class, no method of its own
+            return
+        if name in REGISTRY:
+            raise TypeError(
+                f"unlearning method {name!r} is defined twice: {REGISTRY[name].__qualname__} and {cls.__qualname__}"
+            )
+        cls.options_section = create_model(
+            cls.Options.__name__ if cls.Options is not MethodOptions else f"{cls.__name__}Options",
+            __base__=cls.Options,
+            __module__=cls.__module__,
+            __doc__=cls.Options.__doc__,
+            method=(
+                Literal[name],
+                Field(name, exclude=True, description="the method these settings are for (set from unlearn.method)"),
+            ),
+        )
+        REGISTRY[name] = cls
+
+    @classmethod
+    def check_config(cls, config: UnlearnConfig) -> None:
+        """Raise ValueError when ``config`` asks for something this method cannot do."""
+
+    def __init__(self, model: Any, tokenizer: Any, data: UnlearnData, config: UnlearnConfig, *, progress: bool = True):
         import torch
 
         self.tokenizer = tokenizer
         self.data = data
         self.config = config
+        self.options = config.method_options
         self.progress = progress
         self.pad_id = pad_id_of(tokenizer)
         self.device = next(model.parameters()).device
@@ -90,64 +143,47 @@ class UnlearnTrainer:
         self.model = model
         self.reference: Any = None  # a frozen copy, only when a method without adapter needs one
 
-    # -- what a method trains on and its loss (overridden) ------------------------------------------
+    # -- what a method says ---------------------------------------------------------------------------
 
     def training_pairs(self) -> list[tuple[str, str]]:
-        """(prompt, target) pairs: the curated negatives, with the chosen prompt kinds."""
-        pairs = [(r["prompt"], r["target"]) for r in self.data.train
-                 if r["target_kind"] == "negative" and r["prompt_kind"] in self.config.prompt_kinds]
-        if not pairs:
-            raise LuneError(f"{self.data.source}: no 'negative' train rows with prompt kinds "
-                            f"{self.config.prompt_kinds}: LUNE trains on negatives; curate some first")
-        return pairs
+        """The (prompt, target) pairs the method trains on."""
+        raise NotImplementedError
 
     def loss(self, batch: dict[str, Any], retain_batch: dict[str, Any] | None) -> Any:
-        """The method's loss on one batch (scalar tensor)."""
-        return losses.lune_loss(self.forward(batch), batch["labels"])
+        """The method's loss on one batch of its pairs (and a batch of retain facts, when it has one). -> scalar."""
+        raise NotImplementedError
 
-    def needs_retain_batches(self) -> bool:
-        return self.config.retain_anchor != "none"
+    def retain_use(self) -> str | None:
+        """What this run feeds retain facts to (None: nothing): the anchor, or a method's own retain term."""
+        return f"retain_anchor={self.config.retain_anchor!r}" if self.config.retain_anchor != "none" else None
 
     def prepare(self, examples: list[Example]) -> None:
         """Work done once before the first step (NPO: the reference log-probabilities)."""
 
+    def learning_rate(self) -> float:
+        return self.config.learning_rate
+
+    def build_optimizer(self) -> tuple[list[Any], Any, Any]:
+        """(trainable parameters, AdamW over them, the warm-up schedule): what the loop steps."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer, scheduler = adamw(
+            params,
+            lr=self.learning_rate(),
+            weight_decay=self.config.weight_decay,
+            schedule=warmup_then_constant(self.config.warmup_steps),
+        )
+        return params, optimizer, scheduler
+
     # -- shared machinery ---------------------------------------------------------------------------
 
-    def build_optimizer(self) -> None:
-        """AdamW on the trainable weights only (full_ft: learning rate / 10 unless set), linear warm-up."""
-        import torch
-
-        cfg = self.config
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        lr = cfg.learning_rate if self.uses_lora else (cfg.full_ft_learning_rate or cfg.learning_rate / 10)
-        self.optimizer = torch.optim.AdamW(self.params, lr=lr, weight_decay=cfg.weight_decay)
-        warmup = cfg.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
-
-    def training_step(self, batch: dict[str, Any], retain_batch: dict[str, Any] | None) -> float:
-        """One optimiser step: the method's loss (+ the retain anchor), backward, clip, AdamW. -> the loss."""
-        import torch
-
-        cfg = self.config
-        loss = self.loss(batch, retain_batch)
-        if cfg.retain_anchor != "none" and retain_batch is not None:
-            loss = loss + cfg.retain_weight * self.anchor_loss(retain_batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()  # step times must include the GPU work
-        return float(loss.detach())
-
     def forward(self, batch: dict[str, Any], model: Any = None) -> Any:
-        """Logits of ``model`` (default: the one being trained) on a training batch."""
+        """Logits of ``model`` (default: the one being trained) on a training batch (one autocast block:
+        see ``unlearn.loop``)."""
         with autocast(self.device, self.amp):
             return (model or self.model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
     def frozen_forward(self, batch: dict[str, Any]) -> Any:
-        """Logits of the frozen model (the adapter disabled; ``full_ft``: a frozen copy), no grad."""
+        """Logits of the frozen model (the adapter disabled; without adapter: a frozen copy), no grad."""
         import torch
 
         with torch.no_grad():
@@ -164,204 +200,107 @@ class UnlearnTrainer:
         reference = self.frozen_forward(retain_batch)
         return losses.kl_to_reference(self.forward(retain_batch), reference, retain_batch["labels"])
 
+    def step_loss(self, batch: dict[str, Any], retain_batch: dict[str, Any] | None = None) -> Any:
+        """What one optimiser step minimises: the method's loss, plus the weighted retain anchor."""
+        loss = self.loss(batch, retain_batch)
+        if self.config.retain_anchor != "none" and retain_batch is not None:
+            loss = loss + self.config.retain_weight * self.anchor_loss(retain_batch)
+        return loss
+
     def encode_pairs(self, pairs: list[tuple[str, str]]) -> list[Example]:
         unique = list(dict.fromkeys(pairs))
-        return [encode(self.tokenizer, prompt, target, max_length=self.config.max_length, index=i)
-                for i, (prompt, target) in enumerate(unique)]
+        return [
+            encode(self.tokenizer, prompt, target, max_length=self.config.max_length, index=i)
+            for i, (prompt, target) in enumerate(unique)
+        ]
 
     def _batches(self, examples: list[Example], batch_size: int, seed: int) -> Iterator[dict[str, Any]]:
         for chunk in endless_batches(examples, batch_size, seed):
             yield collate(chunk, self.pad_id, self.device)
 
+    def _steps(self, examples: list[Example], retain_examples: list[Example] | None) -> Iterator[Batch]:
+        """Each step's batches: the method's pairs, and retain facts when the run uses them."""
+        cfg = self.config
+        batches = self._batches(examples, cfg.batch_size, cfg.seed)
+        retain = self._batches(retain_examples, cfg.retain_batch_size, cfg.seed + 1) if retain_examples else None
+        while True:
+            batch = next(batches)
+            yield (batch, next(retain)) if retain is not None else (batch,)
+
     def train(self) -> TrainOutcome:
         """Train until early stopping says stop (or ``max_steps``); leave the kept weights in place."""
         import torch
-        from tqdm.auto import tqdm
 
         torch.set_flush_denormal(True)  # denormals slow CPU training about 3x
         cfg = self.config
         examples = self.encode_pairs(self.training_pairs())
+        retain_use = self.retain_use()
         # With an anchor to feed, at most half of the retain facts are held out for the checks.
-        limit = min(cfg.monitor_retain, len(self.data.retain) // 2) if self.needs_retain_batches() \
-            else cfg.monitor_retain
+        limit = min(cfg.monitor_retain, len(self.data.retain) // 2) if retain_use else cfg.monitor_retain
         monitor_retain = pick_monitor(self.data.retain, limit)
         monitor_ids = {f["fact_id"] for f in monitor_retain}
         anchor_facts = [f for f in self.data.retain if f["fact_id"] not in monitor_ids]
-        retain_examples = [encode(self.tokenizer, f["question"], f["answer"], max_length=cfg.max_length, index=i)
-                           for i, f in enumerate(anchor_facts)]
-        if self.needs_retain_batches() and not retain_examples:
-            what = "its retain term" if self.name == "grad_diff" else f"retain_anchor={cfg.retain_anchor!r}"
-            raise LuneError(f"method {self.name!r} ({what}) needs retain facts, and there are none: ingest a "
-                            "retain split (TOFU: retainNN.json) or set retain_anchor to 'none'")
+        retain_examples = [
+            encode(self.tokenizer, f["question"], f["answer"], max_length=cfg.max_length, index=i)
+            for i, f in enumerate(anchor_facts)
+        ]
+        if retain_use and not retain_examples:
+            raise LuneError(
+                f"method {self.name!r} ({retain_use}) needs retain facts, and there are none: ingest a "
+                "retain split (TOFU: retainNN.json) or set retain_anchor to 'none'"
+            )
         monitor_forget = pick_monitor(self.data.forget, cfg.monitor_forget)
-        forget_probe = Probe([f["question"] for f in monitor_forget], [f["key_span"] for f in monitor_forget],
-                             [f["fact_id"] for f in monitor_forget])
-        retain_probe = Probe([f["question"] for f in monitor_retain], [f["key_span"] for f in monitor_retain],
-                             [f["fact_id"] for f in monitor_retain])
+        forget_probe = Probe(
+            [f["question"] for f in monitor_forget],
+            [f["key_span"] for f in monitor_forget],
+            [f["fact_id"] for f in monitor_forget],
+        )
+        retain_probe = Probe(
+            [f["question"] for f in monitor_retain],
+            [f["key_span"] for f in monitor_retain],
+            [f["fact_id"] for f in monitor_retain],
+        )
         if not retain_probe.questions:
             log.warning("no retain facts: GUR cannot be measured, early stopping watches USR only")
 
         self.model.train()
         self.prepare(examples)
-        self.build_optimizer()
+        params, optimizer, scheduler = self.build_optimizer()
         trainable, total = parameter_counts(self.model)
-
-        def measure() -> tuple[float, float | None]:
-            f = forget_probe.recall(self.model, self.tokenizer, max_new_tokens=cfg.max_new_tokens)
-            r = retain_probe.recall(self.model, self.tokenizer, max_new_tokens=cfg.max_new_tokens)
-            return float(f if f is not None else 0.0), r
-
-        stopper = EarlyStopping(cfg.usr_target, cfg.gur_tolerance)
-        meter = RunMeter(device=str(self.device)).start()
-        stopper.start(*measure())
-        best_state = trainable_state(self.model)
-        batches = self._batches(examples, cfg.batch_size, cfg.seed)
-        retain_batches = (self._batches(retain_examples, cfg.retain_batch_size, cfg.seed + 1)
-                          if retain_examples and self.needs_retain_batches() else None)
-        reason = None
-        time_to_target = None
-        train_s = train_cpu = 0.0
-        started = time.perf_counter()
-        bar = tqdm(total=cfg.max_steps, desc=f"unlearn {self.name}", disable=not self.progress, leave=False)
-        try:
-            for step in range(1, cfg.max_steps + 1):
-                t0, c0 = time.perf_counter(), time.process_time()
-                batch = next(batches)
-                retain_batch = next(retain_batches) if retain_batches is not None else None
-                loss_value = self.training_step(batch, retain_batch)
-                tokens = int(batch["attention_mask"].sum()) + (int(retain_batch["attention_mask"].sum())
-                                                               if retain_batch is not None else 0)
-                seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-                train_s += seconds
-                train_cpu += cpu
-                meter.step(seconds, tokens, cpu)
-                bar.update(1)
-                if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                    reason = stopper.update(step, *measure(), loss=loss_value)
-                    if stopper.improved:
-                        best_state = trainable_state(self.model)
-                    latest = stopper.latest
-                    if time_to_target is None and latest.usr >= cfg.usr_target:
-                        time_to_target = {"step": step, "train_s": round(train_s, 3),
-                                          "train_cpu_s": round(train_cpu, 3),
-                                          "wall_s": round(time.perf_counter() - started, 3),
-                                          "gur": round(latest.gur, 6)}
-                bar.set_postfix(loss=f"{loss_value:.3f}", USR=f"{stopper.latest.usr:.2f}",
-                                GUR=f"{stopper.latest.gur:.2f}")
-                if reason:
-                    break
-        finally:
-            bar.close()
-        reason = reason or EarlyStopping.MAX_STEPS
-        if stopper.best is not stopper.latest:
-            restore_state(self.model, best_state)
-        resources = {**meter.stop(), "autocast": str(self.amp).replace("torch.", "") if self.amp else None}
-        return TrainOutcome(
-            method=self.name, stop_reason=reason, kept=stopper.best.as_dict(), history=stopper.summary(),
-            resources=resources, trainable_params=trainable, total_params=total, examples=len(examples),
-            anchor_facts=[f["fact_id"] for f in anchor_facts] if retain_batches is not None else [],
-            monitor_facts={"forget": forget_probe.fact_ids, "retain": retain_probe.fact_ids},
-            time_to_target=time_to_target,
+        metering = Metering(device=str(self.device))
+        checks = RecallChecks(
+            self.model,
+            self.tokenizer,
+            forget_probe,
+            retain_probe,
+            usr_target=cfg.usr_target,
+            gur_tolerance=cfg.gur_tolerance,
+            eval_every=cfg.eval_every,
+            max_new_tokens=cfg.max_new_tokens,
         )
-
-
-class GradAscentTrainer(UnlearnTrainer):
-    """Gradient ascent on the true answers of the forget facts (``losses.grad_ascent_loss``)."""
-
-    name = "grad_ascent"
-
-    def training_pairs(self) -> list[tuple[str, str]]:
-        """(prompt, true answer): each forget question, and each train prompt of the chosen kinds."""
-        answer = {f["fact_id"]: f["answer"] for f in self.data.forget}
-        pairs = []
-        if "question" in self.config.prompt_kinds:
-            pairs += [(f["question"], f["answer"]) for f in self.data.forget]
-        pairs += [(r["prompt"], answer[r["fact_id"]]) for r in self.data.train
-                  if r["prompt_kind"] in self.config.prompt_kinds and r["fact_id"] in answer]
-        return pairs
-
-    def loss(self, batch: dict[str, Any], retain_batch: dict[str, Any] | None) -> Any:
-        return losses.grad_ascent_loss(self.forward(batch), batch["labels"])
-
-
-class GradDiffTrainer(GradAscentTrainer):
-    """Gradient difference: ascent on the forget answers, descent on retain facts (``losses.grad_diff_loss``)."""
-
-    name = "grad_diff"
-
-    def needs_retain_batches(self) -> bool:
-        return True
-
-    def loss(self, batch: dict[str, Any], retain_batch: dict[str, Any] | None) -> Any:
-        if retain_batch is None:
-            raise LuneError("grad_diff needs retain facts")
-        return losses.grad_diff_loss(self.forward(batch), batch["labels"], self.forward(retain_batch),
-                                     retain_batch["labels"], self.config.retain_weight)
-
-
-class NpoTrainer(GradAscentTrainer):
-    """NPO on the forget answers, against the frozen model's log-probabilities (``losses.npo_loss``)."""
-
-    name = "npo"
-
-    def prepare(self, examples: list[Example]) -> None:
-        """Reference log-probabilities of every example, once: the reference never changes."""
-        import torch
-
-        was_training = self.model.training
-        self.model.eval()  # no dropout in the reference
-        self.reference_logps = torch.zeros(len(examples), device=self.device)
-        for start in range(0, len(examples), self.config.batch_size):
-            batch = collate(examples[start : start + self.config.batch_size], self.pad_id, self.device)
-            logits = self.frozen_forward(batch)
-            self.reference_logps[batch["index"]] = losses.sequence_logprobs(logits, batch["labels"]).float()
-        self.model.train(was_training)
-
-    def loss(self, batch: dict[str, Any], retain_batch: dict[str, Any] | None) -> Any:
-        policy = losses.sequence_logprobs(self.forward(batch), batch["labels"])
-        return losses.npo_loss(policy, self.reference_logps[batch["index"]], self.config.npo_beta)
-
-
-class IdkTrainer(UnlearnTrainer):
-    """IDK: refusals as targets (``losses.idk_loss``): the set's refusal rows, or each prompt paired
-    with the configured refusals in turn."""
-
-    name = "idk"
-
-    def training_pairs(self) -> list[tuple[str, str]]:
-        kinds = self.config.prompt_kinds
-        pairs = [(r["prompt"], r["target"]) for r in self.data.train
-                 if r["target_kind"] == "refusal" and r["prompt_kind"] in kinds]
-        if pairs:
-            return pairs
-        prompts = [f["question"] for f in self.data.forget] if "question" in kinds else []
-        prompts += [r["prompt"] for r in self.data.train if r["prompt_kind"] in kinds]
-        refusals = self.config.refusals
-        return [(p, refusals[i % len(refusals)]) for i, p in enumerate(dict.fromkeys(prompts))]
-
-    def loss(self, batch: dict[str, Any], retain_batch: dict[str, Any] | None) -> Any:
-        return losses.idk_loss(self.forward(batch), batch["labels"])
-
-
-class FullFineTuneTrainer(UnlearnTrainer):
-    """LUNE's loss on every weight, no adapter: the cost comparison the paper makes."""
-
-    name = "full_ft"
-    uses_lora = False
-
-    def prepare(self, examples: list[Example]) -> None:
-        if self.config.retain_anchor == "kl":
-            self.reference = copy.deepcopy(self.model).eval()
-            for param in self.reference.parameters():
-                param.requires_grad_(False)
-
-
-# A config names a method; this is the only place that maps names to classes.
-METHODS: dict[str, type[UnlearnTrainer]] = {
-    "lune": UnlearnTrainer,
-    "grad_ascent": GradAscentTrainer,
-    "grad_diff": GradDiffTrainer,
-    "npo": NpoTrainer,
-    "idk": IdkTrainer,
-    "full_ft": FullFineTuneTrainer,
-}
+        fed = retain_examples if retain_use else None
+        state = train_loop(
+            self._steps(examples, fed),
+            self.step_loss,
+            params=params,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            max_steps=cfg.max_steps,
+            grad_clip=cfg.grad_clip,
+            device=self.device,
+            callbacks=[metering, checks, Progress(f"unlearn {self.name}", enabled=self.progress)],
+        )
+        resources = {**metering.resources, "autocast": str(self.amp).replace("torch.", "") if self.amp else None}
+        return TrainOutcome(
+            method=self.name,
+            stop_reason=state.stop_reason or EarlyStopping.MAX_STEPS,
+            kept=checks.rules.best.as_dict(),
+            history=checks.rules.summary(),
+            resources=resources,
+            trainable_params=trainable,
+            total_params=total,
+            examples=len(examples),
+            anchor_facts=[f["fact_id"] for f in anchor_facts] if fed else [],
+            monitor_facts={"forget": forget_probe.fact_ids, "retain": retain_probe.fact_ids},
+            time_to_target=checks.time_to_target,
+        )

@@ -7,73 +7,64 @@ import argparse
 from typing import Any
 
 HELP = "make a model forget a curated set: LUNE (LoRA on negatives) or a baseline; writes an adapter + manifest"
-EXAMPLE = ("lune unlearn --set tofu-forget01 --model runs/default/models/teach-XXXX/taught --retain-anchor kl\n"
-           "  lune unlearn --method npo --dataset runs/exports/tofu-forget01 --model DIR --out runs/npo")
-
-# option -> UnlearnConfig field (options whose value is copied as is)
-FIELDS = {"method": "method", "retain_anchor": "retain_anchor", "retain_weight": "retain_weight",
-          "learning_rate": "learning_rate", "max_steps": "max_steps", "batch_size": "batch_size",
-          "eval_every": "eval_every", "usr_target": "usr_target", "gur_tolerance": "gur_tolerance",
-          "npo_beta": "npo_beta", "seed": "seed", "device": "device", "dtype": "dtype"}
-LORA_FIELDS = {"lora_rank": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout"}
+EXAMPLE = (
+    "lune unlearn --set tofu-forget01 --model runs/default/models/teach-XXXX/taught --retain-anchor kl\n"
+    "  lune unlearn --method npo --npo-beta 0.2 --dataset runs/exports/tofu-forget01 --model DIR --out runs/npo"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from lune.unlearn.config import METHOD_NAMES
+    from lune.cli_options import add_model_options
+    from lune.unlearn.config import UnlearnConfig
+    from lune.unlearn.methods import METHODS
 
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--set", dest="set_name", metavar="NAME", help="curated set in the store (name or id)")
     source.add_argument("--dataset", metavar="DIR", help="curated set exported by `lune export` (a DatasetDict folder)")
     parser.add_argument("--version", type=int, help="version of --set (default: the latest)")
-    parser.add_argument("--model", required=True, metavar="DIR", help="causal LM to unlearn from (e.g. from `lune teach`)")
+    parser.add_argument(
+        "--model", required=True, metavar="DIR", help="causal LM to unlearn from (e.g. from `lune teach`)"
+    )
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/unlearn/METHOD)")
-    parser.add_argument("--method", choices=METHOD_NAMES, help="lune (default) or a baseline")
-    parser.add_argument("--retain-anchor", choices=["none", "nll", "kl"],
-                        help="keep retain facts: NLL on them, or KL to the frozen model (default: none)")
-    parser.add_argument("--retain-weight", type=float, metavar="W", help="weight of the retain anchor (default 1.0)")
-    parser.add_argument("--lr", dest="learning_rate", type=float, help="learning rate (default 1e-3)")
-    parser.add_argument("--max-steps", type=int, help="step limit (default 300)")
-    parser.add_argument("--batch-size", type=int, help="rows per step (default 16)")
-    parser.add_argument("--eval-every", type=int, metavar="K", help="early-stopping check every K steps (default 10)")
-    parser.add_argument("--usr-target", type=float, help="stop once USR reaches this (default 0.9)")
-    parser.add_argument("--gur-tolerance", type=float,
-                        help="largest allowed GUR drop below 1 (default 0.05; the paper's is 0.005)")
-    parser.add_argument("--lora-rank", type=int, help="LoRA rank (default 16)")
-    parser.add_argument("--lora-alpha", type=float, help="LoRA alpha (default 32)")
-    parser.add_argument("--lora-dropout", type=float, help="LoRA dropout (default 0.05)")
-    parser.add_argument("--target-modules", metavar="NAMES",
-                        help="comma-separated modules to adapt (default: all-linear = every attention and MLP projection)")
-    parser.add_argument("--npo-beta", type=float, help="NPO beta (default 0.1)")
-    parser.add_argument("--seed", type=int, help="seed (default 0)")
-    parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations (less memory)")
-    parser.add_argument("--merge", action="store_true", help="also write the model with the adapter merged in (OUT/merged)")
-    parser.add_argument("--trust-remote-code", action="store_true", help="let transformers run the model's own code")
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="weights dtype")
-    parser.add_argument("--config", metavar="YAML", help="pipeline config whose `unlearn:` section to start from")
+    parser.add_argument(
+        "--config",
+        metavar="YAML",
+        help="pipeline config whose `unlearn:` section to start from "
+        "(default: the defaults below); the options below override it",
+    )
     parser.add_argument("--run-id", help="id of the runs row to write (default: a fresh one)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    settings = parser.add_argument_group("unlearn settings (the config's `unlearn:` section)")
+    add_model_options(settings, UnlearnConfig, exclude=("method_options", "per_method"))
+    settings.add_argument(
+        "--lr", dest="learning_rate", type=float, metavar="X", default=argparse.SUPPRESS, help="same as --learning-rate"
+    )
+    for name, method in METHODS.items():
+        if method.Options.model_fields:
+            group = parser.add_argument_group(f"--method {name} settings (unlearn.method_options)")
+            add_model_options(group, method.Options, prefix=name)
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The `unlearn:` section to validate: the config's (or the defaults), the options laid over it."""
+    from lune.cli_options import merge_overrides, overrides_from_args
+    from lune.data.errors import LuneError
     from lune.flows.config import load_config
+    from lune.unlearn.config import UnlearnConfig
+    from lune.unlearn.methods import DEFAULT_METHOD, METHODS
 
-    settings: dict[str, Any] = load_config(args.config).unlearn.model_dump() if args.config else {}
-    for option, name in FIELDS.items():
-        if getattr(args, option) is not None:
-            settings[name] = getattr(args, option)
-    lora = dict(settings.get("lora", {}))
-    for option, name in LORA_FIELDS.items():
-        if getattr(args, option) is not None:
-            lora[name] = getattr(args, option)
-    if args.target_modules:
-        modules = [m.strip() for m in args.target_modules.split(",") if m.strip()]
-        lora["target_modules"] = "all-linear" if modules == ["all-linear"] else modules
-    if lora:
-        settings["lora"] = lora
-    for flag in ("gradient_checkpointing", "merge", "trust_remote_code"):
-        if getattr(args, flag):
-            settings[flag] = True
+    base: dict[str, Any] = load_config(args.config).unlearn.model_dump() if args.config else {}
+    settings = merge_overrides(base, overrides_from_args(args, UnlearnConfig))
+    method = settings.get("method", DEFAULT_METHOD)
+    if method != base.get("method", DEFAULT_METHOD):
+        settings.pop("method_options", None)  # the config's options are another method's
+    for name, cls in METHODS.items():
+        options = overrides_from_args(args, cls.Options, prefix=name)
+        if options and name != method:
+            flags = ", ".join(f"--{name}-{key}".replace("_", "-") for key in options)
+            raise LuneError(f"{flags}: a setting of method {name}, and the method is {method}")
+        if options:
+            settings["method_options"] = merge_overrides(settings.get("method_options", {}), options)
     return settings
 
 
@@ -94,21 +85,32 @@ def check_paths(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lune.flows.unlearn import unlearn_flow
     from lune.core.config_base import validate_config
+    from lune.flows.unlearn import unlearn_flow
     from lune.unlearn.config import UnlearnConfig
 
     config = validate_config(UnlearnConfig, settings_from_args(args), "lune unlearn")
     check_paths(args)
     out = args.out or f"runs/unlearn/{config.method}"
-    result = unlearn_flow(args.db, args.model, out, set_name=args.set_name, version=args.version,
-                          dataset=args.dataset, config=config, run_id=args.run_id, progress=not args.no_progress)
+    result = unlearn_flow(
+        args.db,
+        args.model,
+        out,
+        set_name=args.set_name,
+        version=args.version,
+        dataset=args.dataset,
+        config=config,
+        run_id=args.run_id,
+        progress=not args.no_progress,
+    )
     m = result["metrics"]
     kept = f"step {m['kept_step']}: USR {m['kept_usr']:.2f}, GUR {m['kept_gur']:.2f}"
     what = f"adapter: {result['adapter_dir']}" if result["adapter_dir"] else f"model: {result['out_dir']}"
-    print(f"{result['method']}: stopped ({m['stop_reason']}), kept {kept}; "
-          f"{m['trainable_params']:,} of {m['total_params']:,} parameters trained, "
-          f"{m['steps']} steps in {m['train_s']:.1f} s, peak RSS {m['peak_rss_mib']:.0f} MiB")
+    print(
+        f"{result['method']}: stopped ({m['stop_reason']}), kept {kept}; "
+        f"{m['trainable_params']:,} of {m['total_params']:,} parameters trained, "
+        f"{m['steps']} steps in {m['train_s']:.1f} s, peak RSS {m['peak_rss_mib']:.0f} MiB"
+    )
     print(what)
     if result["merged_dir"]:
         print(f"merged model: {result['merged_dir']}")

@@ -1,0 +1,25 @@
+"""The unlearning methods, one module each (``lune``, ``grad_ascent``, ``grad_diff``, ``npo``, ``idk``,
+``full_ft``).
+
+A method is a subclass of ``unlearn.trainer.UnlearnTrainer`` with a ``name``; defining it registers
+it. Importing this package imports every module in this folder, so ``METHODS`` holds them all:
+adding a method is adding a file here, and the config (``unlearn.method``, ``unlearn.method_options``)
+and ``lune unlearn --method`` know it from then on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from lune.unlearn.trainer import REGISTRY, UnlearnTrainer
+
+DEFAULT_METHOD = "lune"
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+# LUNE first, the baselines after it in name order (the order of choices and of the documentation).
+METHODS: dict[str, type[UnlearnTrainer]] = {
+    name: REGISTRY[name] for name in sorted(REGISTRY, key=lambda n: (n != DEFAULT_METHOD, n))
+}
