@@ -19,8 +19,10 @@ Each method's loss names its source equation:
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where a loss runs: the config (and `lune --help`) needs the
+    import torch  # method registry, not torch (about 1.5 s of start-up)
 
 IGNORE_INDEX = -100
 
@@ -31,6 +33,8 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     logits: [B, T, V]; labels: [B, T] (IGNORE_INDEX where not scored).
     Returns (logp [B, T-1], mask [B, T-1] float): position t of the result scores labels[:, t + 1].
     """
+    import torch
+
     shift_logits = logits[:, :-1, :].float()  # [B, T-1, V]
     shift_labels = labels[:, 1:]  # [B, T-1]
     mask = (shift_labels != IGNORE_INDEX).float()
@@ -86,12 +90,16 @@ def npo_loss(policy_logps: torch.Tensor, reference_logps: torch.Tensor, beta: fl
     -> scalar.
     """
     log_ratio = policy_logps - reference_logps  # [B]
+    import torch.nn.functional as F
+
     return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()
 
 
 def kl_to_reference(logits: torch.Tensor, reference_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Retain anchor: ``KL(p_ref || p_theta)`` of the next-token distributions, averaged over scored
     positions. logits, reference_logits: [B, T, V]; labels: [B, T]. -> scalar."""
+    import torch
+
     mask = (labels[:, 1:] != IGNORE_INDEX).float()  # [B, T-1]
     logp = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)  # [B, T-1, V]
     ref_logp = torch.log_softmax(reference_logits[:, :-1, :].float(), dim=-1)
