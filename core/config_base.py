@@ -39,8 +39,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise LuneError(f"{path}: config file not found")
+    if path.is_dir():
+        raise LuneError(f"{path}: is a folder, not a config file; give the path of a YAML file "
+                        "(e.g. configs/rwku.yaml)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as err:
+        raise LuneError(f"{path}: cannot read the config file: {err.strerror}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

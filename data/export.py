@@ -154,6 +154,10 @@ def export_set(store: Store, set_name_or_id: str, out_dir: str | Path, version: 
     info = set_info(store, set_id)
     rows = curated_rows(store, set_id)
     out = Path(out_dir)
+    blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise LuneError(f"{out}: the export writes a folder (hf/, parquet/, README.md), but {blocking} is a "
+                        "file; give --out a folder path (a new one is created), and the file is left as it is")
     (out / "parquet").mkdir(parents=True, exist_ok=True)
     tables = {split: _arrow(rows[split], cols) for split, cols in SPLIT_COLUMNS.items()}
     for split, table in tables.items():

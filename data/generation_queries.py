@@ -13,9 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import duckdb
-
-from lune.data.errors import LuneError
+from lune.data.safe_sql import filter_rows
 from lune.data.store import Store
 
 FACT_COLUMNS = "fact_id, corpus, subject, question, answer, key_span, split, group_name"
@@ -23,35 +21,27 @@ FACT_COLUMNS = "fact_id, corpus, subject, question, answer, key_span, split, gro
 CANDIDATE_PROBE_KINDS = ("perturbed_answer", "negative_text", "paraphrased_question", "adversarial")
 
 
-def _fact_filter(split: str | None, where: str | None) -> tuple[str, list[Any]]:
-    conditions, params = [], []
-    if split:
-        conditions.append("split = ?")
-        params.append(split)
-    if where and where.strip():
-        conditions.append(f"({where})")
-    return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
-
-
-def _run_filtered(store: Store, sql: str, params: list[Any], where: str | None) -> list[dict[str, Any]]:
-    try:
-        return store.query(sql, params)
-    except duckdb.Error as err:
-        first_line = str(err).splitlines()[0]
-        raise LuneError(f"generate.where {where!r} is not a valid condition on table facts "
-                        f"(columns: {FACT_COLUMNS}): {first_line}") from None
+WHERE_OPTION = "generate.where (--where)"
 
 
 def select_facts(store: Store, *, split: str | None = None, where: str | None = None) -> list[dict[str, Any]]:
-    """Facts of ``split`` (None: all) matching the SQL condition ``where`` (None: all), by fact id."""
-    condition, params = _fact_filter(split, where)
-    return _run_filtered(store, f"SELECT {FACT_COLUMNS} FROM facts{condition} ORDER BY fact_id", params, where)
+    """Facts of ``split`` (None: all) matching the SQL condition ``where`` (None: all), by fact id.
+
+    ``where`` is a user's text: it must parse as one expression, and it is evaluated in a sandbox
+    holding only the facts of ``split`` (``data.safe_sql.filter_rows``), never on the store's connection.
+    """
+    sql, params = "SELECT * FROM facts", []
+    if split:
+        sql, params = sql + " WHERE split = ?", [split]
+    if not (where and where.strip()):
+        return store.query(f"SELECT {FACT_COLUMNS} FROM ({sql}) ORDER BY fact_id", params)
+    rows = filter_rows(store.arrow(sql + " ORDER BY fact_id", params), where, option=WHERE_OPTION, table="facts")
+    return rows.select([c.strip() for c in FACT_COLUMNS.split(",")]).to_pylist()
 
 
 def count_facts(store: Store, *, split: str | None = None, where: str | None = None) -> int:
-    """How many facts :func:`select_facts` would return (checks ``where`` without reading the rows)."""
-    condition, params = _fact_filter(split, where)
-    return _run_filtered(store, f"SELECT count(*) AS n FROM facts{condition}", params, where)[0]["n"]
+    """How many facts :func:`select_facts` would return (and a clear error for a bad ``where``)."""
+    return len(select_facts(store, split=split, where=where))
 
 
 def corpus_facts(store: Store, corpora: Iterable[str]) -> list[dict[str, Any]]:
@@ -137,12 +127,3 @@ def batch_records(store: Store, run_id: str | None = None) -> list[dict[str, Any
         params.append(run_id)
     return store.query(sql + " ORDER BY completed_at, batch_index", params)
 
-
-def candidate_counts(store: Store, run_id: str | None = None) -> dict[str, int]:
-    """Candidates per kind (of one run's writes, or all)."""
-    sql = "SELECT kind, count(*) AS n FROM candidates"
-    params: list[Any] = []
-    if run_id:
-        sql += " WHERE run_id = ?"
-        params.append(run_id)
-    return {r["kind"]: r["n"] for r in store.query(sql + " GROUP BY kind ORDER BY kind", params)}

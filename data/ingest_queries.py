@@ -37,3 +37,17 @@ def rejections_by_stage(store: Store) -> list[dict[str, Any]]:
     return store.query(
         "SELECT stage, source, count(*) AS rejections FROM rejections GROUP BY ALL ORDER BY stage, source"
     )
+
+
+def runs_by_status(store: Store) -> list[dict[str, Any]]:
+    """Stage runs per kind and status (``abandoned``: its process died without closing it)."""
+    return store.query("SELECT kind, status, count(*) AS runs, max(started_at) AS last_started FROM runs "
+                       "GROUP BY ALL ORDER BY kind, status")
+
+
+def open_runs(store: Store) -> list[dict[str, Any]]:
+    """Runs that did not complete (running, failed, abandoned), newest first, with their owner."""
+    columns = "run_id, kind, status, started_at, finished_at, error"
+    if "pid" in store.columns("runs"):
+        columns += ", pid, pid_started, host"
+    return store.query(f"SELECT {columns} FROM runs WHERE status <> 'completed' ORDER BY started_at DESC")

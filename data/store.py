@@ -29,6 +29,8 @@ import duckdb
 import pyarrow as pa
 
 from lune.data.errors import LuneError
+from lune.data.run_owner import current_owner, owner_alive
+from lune.data.safe_sql import SANDBOX_SETTINGS, read_only_problem
 
 DEFAULT_DB = "lune.duckdb"
 MIGRATION_FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
@@ -113,8 +115,11 @@ def _to_json(value: Any) -> Any:
 class Store:
     """One open DuckDB file with lune's schema.
 
-    ``read_only=True`` opens the file so that DuckDB itself refuses any write (used by ``lune sql``);
-    it needs the file to exist. Writable stores apply pending migrations on open.
+    ``read_only=True`` opens the file so that DuckDB itself refuses any write (used by ``lune sql``),
+    with external access off and the configuration locked (no file, network or extension beyond
+    the store: ``data.safe_sql.SANDBOX_SETTINGS``), and runs one query per call (SELECT and what
+    DuckDB parses as one: WITH, DESCRIBE, SHOW, ...); it needs the file to exist. Writable stores
+    apply pending migrations on open.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False, migrate_to: int | None = None):
@@ -125,7 +130,8 @@ class Store:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
+            self.con = duckdb.connect(str(self.path), read_only=read_only,
+                                       config=dict(SANDBOX_SETTINGS) if read_only else {})
         except duckdb.IOException as err:
             if "lock" in str(err).lower():
                 raise StoreLockedError(
@@ -136,6 +142,7 @@ class Store:
             raise StoreError(f"{self.path}: cannot open the store: {err}") from None
         if not read_only:
             self.migrate(migrate_to)
+            self.close_abandoned_runs()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, **kwargs: Any) -> Store:
@@ -145,7 +152,11 @@ class Store:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def close(self) -> None:
-        self.con.close()
+        """Close the file. The object keeps no DuckDB handle afterwards, so one that outlives its run
+        (held by a traceback that Prefect keeps in a failed flow's state) holds nothing open."""
+        if hasattr(self, "con"):
+            self.con.close()
+            del self.con
 
     def __enter__(self) -> Store:
         return self
@@ -222,6 +233,7 @@ class Store:
         ``execute()`` result makes an extra copy of the rows. A statement without a result (DDL)
         gives an empty table.
         """
+        self._refuse_unless_query(sql)
         try:
             relation = self.con.sql(sql, params=params)
         except (duckdb.InvalidInputException, duckdb.PermissionException) as err:
@@ -309,17 +321,35 @@ class Store:
                   parent_run_id: str | None = None) -> str:
         """Record a stage run as running and return its id (a fresh one unless given)."""
         run_id = run_id or uuid.uuid4().hex[:16]
+        owner = current_owner()
         # A run id can be started again (a resumed stage, or a stage whose row the pipeline created
-        # first): keep its parent and start time, refresh the rest.
+        # first): keep its parent and start time, refresh the rest (its owner: this process).
         self.execute(
-            "INSERT INTO runs (run_id, kind, parent_run_id, config, status) VALUES (?, ?, ?, ?, 'running') "
+            "INSERT INTO runs (run_id, kind, parent_run_id, config, status, pid, pid_started, host) "
+            "VALUES (?, ?, ?, ?, 'running', ?, ?, ?) "
             "ON CONFLICT (run_id) DO UPDATE SET kind = excluded.kind, status = 'running', "
             "parent_run_id = coalesce(excluded.parent_run_id, runs.parent_run_id), "
             "config = CASE WHEN excluded.config = '{}' THEN runs.config ELSE excluded.config END, "
-            "finished_at = NULL, error = NULL",
-            [run_id, kind, parent_run_id, _to_json(dict(config or {})), ],
+            "finished_at = NULL, error = NULL, pid = excluded.pid, pid_started = excluded.pid_started, "
+            "host = excluded.host",
+            [run_id, kind, parent_run_id, _to_json(dict(config or {})), owner.pid, owner.pid_started, owner.host],
         )
         return run_id
+
+    def close_abandoned_runs(self) -> list[str]:
+        """Mark ``abandoned`` (with the time) every ``running`` run whose process has died without
+        closing it (SIGKILL, a crash; see ``data.run_owner``); return their ids. Called on every
+        open for writing, so a killed run does not stay ``running`` forever."""
+        if "pid" not in self.columns("runs"):  # a store held below migration 006 (tests)
+            return []
+        rows = self.query("SELECT run_id, pid, pid_started, host FROM runs WHERE status = 'running'")
+        dead = [r for r in rows if not owner_alive(r["pid"], r["pid_started"], r["host"])]
+        for row in dead:
+            self.execute(
+                "UPDATE runs SET status = 'abandoned', finished_at = current_timestamp, error = ? WHERE run_id = ?",
+                [f"abandoned: its process (pid {row['pid']} on {row['host']}) ended without closing the run "
+                 "(killed?); found by a later lune command. Run the same command again to resume it", row["run_id"]])
+        return [r["run_id"] for r in dead]
 
     def finish_run(self, run_id: str, *, status: str = "completed", metrics: Mapping[str, Any] | None = None,
                    artefacts: Mapping[str, Any] | None = None, error: str | None = None) -> None:
@@ -337,7 +367,8 @@ class Store:
 
         The row is ``running`` inside the block; it is ``completed`` (with what the block put into
         ``run.metrics`` / ``run.artefacts``) when the block ends normally, and ``failed`` with the
-        error's type and message when anything escapes it, Ctrl-C included; the exception goes on.
+        error's type and message (a LuneError's message alone) when anything escapes it, Ctrl-C
+        included; the exception goes on.
         A block may end the run itself with ``run.fail(message)`` (a run that finished its work but
         must be reported failed, e.g. some batches failed): the row then keeps that status.
 
@@ -348,7 +379,10 @@ class Store:
         try:
             yield record
         except BaseException as err:
-            message = f"{type(err).__name__}: {err}"[:2000] if str(err) else type(err).__name__
+            # A LuneError's message is written for the user (`file:line: field: problem`): stored as the
+            # CLI prints it; any other exception with its type.
+            message = (str(err) if isinstance(err, LuneError) else
+                       f"{type(err).__name__}: {err}" if str(err) else type(err).__name__)[:2000]
             self.finish_run(record.run_id, status="failed", metrics=record.metrics, artefacts=record.artefacts,
                             error=message)
             raise
@@ -375,14 +409,28 @@ class Store:
     # -- internals -------------------------------------------------------------------------------
 
     def _execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None) -> duckdb.DuckDBPyConnection:
+        self._refuse_unless_query(sql)
         try:
             return self.con.execute(sql, params) if params is not None else self.con.execute(sql)
         except (duckdb.InvalidInputException, duckdb.PermissionException) as err:
             self._raise_read_only(err)
             raise
 
+    def _refuse_unless_query(self, sql: str) -> None:
+        """On a read-only store, refuse before it runs anything that is not one query."""
+        problem = self.read_only and read_only_problem(sql)
+        if problem:
+            raise ReadOnlyViolation(f"this connection is read-only and runs one query: {problem}; "
+                                    "change data through the lune commands or a DuckDB client opened on the file")
+
     def _raise_read_only(self, err: duckdb.Error) -> None:
-        """Turn DuckDB's refusal of a write on a read-only file into a ReadOnlyViolation."""
+        """Turn DuckDB's refusal of a write, or of a file outside the store, on a read-only
+        connection into a ReadOnlyViolation."""
+        if self.read_only and isinstance(err, duckdb.PermissionException):
+            raise ReadOnlyViolation(
+                "this connection is read-only and reads only the store: files, network and extensions are "
+                f"refused ({str(err).splitlines()[0]}); read other files with a DuckDB client of your own"
+            ) from None
         if self.read_only and "read-only" in str(err).lower():
             raise ReadOnlyViolation(
                 "this connection is read-only: `lune sql` only runs queries (SELECT, WITH, DESCRIBE, SHOW, ...); "

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import random
 import re
-from functools import lru_cache
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from lune.data.ids import content_id
 from lune.core.matching import contains_span, normalize, span_tokens
+from lune.data.ids import content_id
 
 SPAN_TYPES: tuple[str, ...] = ("person", "place", "date", "year", "number", "title", "name", "other")
 
@@ -254,7 +255,8 @@ class SpanBank:
 
     ``spans`` maps a span type to the distinct key spans of that type (sorted, so a bank built from
     the same facts is the same bank); ``qa`` holds (fact id, subject, question, answer) rows for
-    in-context and context-hint attacks. Plain data: it travels to task workers as a dict.
+    in-context and context-hint attacks. Plain data: it travels to task workers as a dict. One bank
+    serves every thread of a worker: its lookup index is built once, under a lock.
     """
 
     spans: dict[str, list[str]] = field(default_factory=dict)
@@ -262,6 +264,7 @@ class SpanBank:
     _by_bucket: dict[tuple[str, int], list[str]] = field(default_factory=dict, init=False, repr=False)
     _by_subject: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
     _index_ready: bool = field(default=False, init=False, repr=False)
+    _index_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @classmethod
     def from_facts(cls, facts: Iterable[Mapping[str, Any]], *, max_qa: int = 20000) -> SpanBank:
@@ -291,18 +294,26 @@ class SpanBank:
         return content_id("span-bank", self.to_dict())
 
     def _index(self) -> None:
+        """Build the lookup index once. Threads of one worker share the bank: without the lock two
+        of them both appended to the lists and the index doubled, which changed the drawn spans."""
         if self._index_ready:
             return
-        for kind, spans in self.spans.items():
-            for span in spans:
-                self._by_bucket.setdefault((kind, _bucket(span)), []).append(span)
-        for i, (_fid, subject, question, _a) in enumerate(self.qa):
-            if subject:
-                self._by_subject.setdefault(f"subject:{subject}", []).append(i)
-            name = name_key(question)
-            if name:
-                self._by_subject.setdefault(f"name:{name}", []).append(i)
-        self._index_ready = True
+        with self._index_lock:
+            if self._index_ready:
+                return
+            by_bucket: dict[tuple[str, int], list[str]] = {}
+            by_subject: dict[str, list[int]] = {}
+            for kind, spans in self.spans.items():
+                for span in spans:
+                    by_bucket.setdefault((kind, _bucket(span)), []).append(span)
+            for i, (_fid, subject, question, _a) in enumerate(self.qa):
+                if subject:
+                    by_subject.setdefault(f"subject:{subject}", []).append(i)
+                name = name_key(question)
+                if name:
+                    by_subject.setdefault(f"name:{name}", []).append(i)
+            self._by_bucket, self._by_subject = by_bucket, by_subject
+            self._index_ready = True
 
     def pool(self, kind: str, like: str | None = None) -> list[str]:
         """Spans of type ``kind``; of a similar length to ``like`` where the bank has at least a few."""
