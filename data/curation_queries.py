@@ -8,26 +8,12 @@ of paraphrases and attacks (which needs embeddings) happens in Python (``generat
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 
 from lune.data.store import Store
-
-KINDS = ("negative", "refusal", "paraphrase", "attack")
-TARGET_KINDS = ("negative", "refusal")
-PROMPT_KINDS = ("paraphrase", "attack")
-# Dataset probes that are evaluation prompts, and the candidate kind each stands for.
-EVAL_PROBE_KINDS = {"paraphrased_question": "paraphrase", "adversarial": "attack"}
-
-# Drop reasons, in the order the gates are tried (docs/scoring.md explains each).
-DROP_REASONS = (
-    "unknown_kind", "unscored:answer_leak", "answer_leak", "unscored:similarity", "off_topic",
-    "restates_answer", "copies_question", "no_contradiction", "unscored:fluency", "disfluent",
-    "unscored:quality", "low_quality", "duplicate", "below_top_k", "leakage_guard",
-)
 
 _FROM_DATASET = "(c.kind IN ('paraphrase', 'attack') AND (c.generator = 'dataset' OR c.source_probe_id IS NOT NULL))"
 
@@ -41,15 +27,16 @@ def decide_verdicts(store: Store, set_id: str, policies: dict[str, dict[str, Any
     """(Re)write the gate-and-rank verdicts of ``set_id``: one row per candidate of the facts in
     ``splits``, plus one per dataset eval probe that is not already a candidate.
 
-    ``policies`` maps each kind to its thresholds (``KindPolicy`` fields). Kept negatives and
+    ``policies`` maps each kind to its thresholds (``KindPolicy`` fields); a candidate of a kind it
+    lacks is dropped as 'unknown_kind'. The drop reasons, in the order the gates are tried, are
+    explained in docs/scoring.md. Kept negatives and
     refusals get role 'train', dataset-provided paraphrases and attacks role 'eval'; kept generated
     paraphrases and attacks get no role yet (``assign_roles`` splits them). Negatives and refusals
     of facts whose answer has at most ``span_answer_words`` words skip the similarity gates.
     """
     store.execute("DELETE FROM candidate_verdicts WHERE set_id = ?", [set_id])
     values, params = [], []
-    for kind in KINDS:
-        p = policies[kind]
+    for kind, p in policies.items():
         values.append("(?, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::BOOLEAN, ?::INTEGER)")
         params += [kind, p.get("min_similarity"), p.get("max_similarity"), p.get("max_answer_leak"),
                    p.get("min_contradiction"), p.get("min_fluency"), p.get("min_quality"),
@@ -150,21 +137,17 @@ def assign_roles(store: Store, set_id: str, updates: Sequence[dict[str, Any]]) -
     """Apply (candidate_id, keep, reason, role) decisions of the train / eval split."""
     if not updates:
         return
-    view = f"_lune_roles_{uuid.uuid4().hex}"
-    store.con.register(view, pa.table({
+    with store.temporary_view({
         "candidate_id": pa.array([u["candidate_id"] for u in updates], pa.string()),
         "keep": pa.array([bool(u["keep"]) for u in updates], pa.bool_()),
         "reason": pa.array([u["reason"] for u in updates], pa.string()),
         "role": pa.array([u["role"] for u in updates], pa.string()),
-    }))
-    try:
+    }, "roles") as view:
         store.execute(
             f"""UPDATE candidate_verdicts v SET keep = u.keep, reason = u.reason, role = u.role
                 FROM "{view}" u WHERE v.set_id = ? AND v.candidate_id = u.candidate_id""",
             [set_id],
         )
-    finally:
-        store.con.unregister(view)
 
 
 def verdict_counts(store: Store, set_id: str) -> dict[str, Any]:
@@ -308,9 +291,7 @@ def set_eval_items(store: Store, set_id: str) -> list[dict[str, Any]]:
 
 def set_facts(store: Store, set_id: str, extra_fact_ids: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The facts of a set: those with a kept item, plus ``extra_fact_ids`` (facts below the minimum)."""
-    view = f"_lune_facts_{uuid.uuid4().hex}"
-    store.con.register(view, pa.table({"fact_id": pa.array(list(extra_fact_ids), pa.string())}))
-    try:
+    with store.temporary_view({"fact_id": pa.array(list(extra_fact_ids), pa.string())}, "facts") as view:
         return store.query(
             f"""
             SELECT f.fact_id, f.question, f.answer, f.key_span, f.subject
@@ -321,8 +302,6 @@ def set_facts(store: Store, set_id: str, extra_fact_ids: Sequence[str] = ()) -> 
             """,
             [set_id],
         )
-    finally:
-        store.con.unregister(view)
 
 
 def score_histograms(store: Store, set_id: str, bins: int = 10) -> dict[str, list[dict[str, Any]]]:

@@ -8,7 +8,6 @@ from typing import Any
 
 from lune.data.store import Store
 
-
 OUTPUTS_KEY = "pipeline_outputs"
 SECONDS_KEY = "pipeline_seconds"
 
@@ -32,29 +31,16 @@ def completed_stage(store: Store, stage_run_id: str) -> CompletedStage | None:
     return CompletedStage(artefacts[OUTPUTS_KEY], artefacts.get(SECONDS_KEY))
 
 
-def record_outputs(store: Store, stage_run_id: str, outputs: dict[str, Any], seconds: float) -> None:
-    """Mark a stage run completed and keep its outputs and wall time beside the artefacts the stage
-    recorded."""
-    rows = store.query("SELECT artefacts FROM runs WHERE run_id = ?", [stage_run_id])
-    artefacts = json.loads(rows[0]["artefacts"] or "{}") if rows else {}
-    artefacts[OUTPUTS_KEY] = outputs
-    artefacts[SECONDS_KEY] = round(seconds, 3)
-    store.execute(
-        "UPDATE runs SET status = 'completed', finished_at = coalesce(finished_at, current_timestamp), "
-        "artefacts = ?, error = NULL WHERE run_id = ?",
-        [json.dumps(artefacts, default=str), stage_run_id],
-    )
+def recorded(store: Store, stage_run_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The metrics and artefacts a stage's own flow recorded on its run (empty if none): the
+    pipeline's lifecycle of the same row keeps them when it closes the row."""
+    rows = store.query("SELECT metrics, artefacts FROM runs WHERE run_id = ?", [stage_run_id])
+    if not rows:
+        return {}, {}
+    return json.loads(rows[0]["metrics"] or "{}"), json.loads(rows[0]["artefacts"] or "{}")
 
 
-def stage_runs(store: Store, pipeline_run_id: str) -> list[dict[str, Any]]:
-    """Every stage run of a pipeline run, oldest first, with status and wall time in seconds."""
-    return store.query(
-        "SELECT run_id, kind, status, started_at, finished_at, "
-        "date_diff('millisecond', started_at, finished_at) / 1000.0 AS seconds, error "
-        "FROM runs WHERE parent_run_id = ? ORDER BY started_at",
-        [pipeline_run_id],
-    )
-
-
-def pipeline_status(store: Store, pipeline_run_id: str) -> str | None:
-    return store.scalar("SELECT status FROM runs WHERE run_id = ?", [pipeline_run_id])
+def outputs_artefacts(outputs: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """What the pipeline adds to a completed stage's artefacts: the outputs it handed to the next
+    stage (what a resume gets back, :func:`completed_stage`) and its wall time."""
+    return {OUTPUTS_KEY: outputs, SECONDS_KEY: round(seconds, 3)}

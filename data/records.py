@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from lune.data.ids import content_id
 
@@ -29,7 +29,11 @@ def normalize_attack_type(name: str | None) -> str | None:
 
 Split = Literal["forget", "retain", "holdout", "utility"]
 SPLITS: tuple[str, ...] = ("forget", "retain", "holdout", "utility")
-CANDIDATE_KINDS: tuple[str, ...] = ("negative", "paraphrase", "attack", "refusal")
+# What a generated candidate is: a negative (a wrong answer to train on), a paraphrase of the
+# question, an adversarial attack on it, or a refusal. The one list of kinds: configs type their
+# fields with ``CandidateKind``; code iterates ``CANDIDATE_KINDS``.
+CandidateKind = Literal["negative", "paraphrase", "attack", "refusal"]
+CANDIDATE_KINDS: tuple[CandidateKind, ...] = get_args(CandidateKind)
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow
 
 from lune.data import pipeline_queries
 from lune.data.ids import content_id
 from lune.data.store import Store
 from lune.flows.config import PipelineConfig
-
-STAGES = ("ingest", "generate", "score", "curate", "export", "teach", "unlearn", "evaluate")
 
 
 def pipeline_run_id(config: PipelineConfig, db: str) -> str:
@@ -42,11 +40,13 @@ def stage_run_id(pipeline_id: str, stage: str, label: str = "") -> str:
 class StageRunner:
     """Runs each stage once per pipeline run: a completed stage hands back its stored outputs.
 
+    A stage runs under its own ``runs`` row (``store.run``), which the stage's flow fills with its
+    metrics and artefacts; the pipeline adds the outputs it handed on and the wall time.
     ``timings`` holds each stage's wall time, for a reused stage the time it took when it ran;
     ``reused`` names the stages this invocation did not run again."""
 
-    def __init__(self, db: str, pipeline_id: str, say: Callable[[str], None]):
-        self.db, self.pipeline_id, self.say = db, pipeline_id, say
+    def __init__(self, store: Store, pipeline_id: str, say: Callable[[str], None]):
+        self.store, self.pipeline_id, self.say = store, pipeline_id, say
         self.timings: dict[str, float] = {}
         self.reused: list[str] = []
 
@@ -54,27 +54,22 @@ class StageRunner:
                  config: dict[str, Any] | None = None) -> dict[str, Any]:
         name = f"{stage}:{label}" if label else stage
         run_id = stage_run_id(self.pipeline_id, stage, label)
-        with Store.open(self.db) as store:
-            done = pipeline_queries.completed_stage(store, run_id)
-            if done is not None:
-                self.say(f"[{name}] already completed in this pipeline run; reusing its outputs")
-                self.timings[name] = done.seconds or 0.0
-                self.reused.append(name)
-                return done.outputs
-            store.start_run(stage, config or {}, run_id=run_id, parent_run_id=self.pipeline_id)
-        self.say(f"[{name}] started")
-        started = time.perf_counter()
-        try:
-            outputs = work(run_id)
-        except BaseException as err:
-            with Store.open(self.db) as store:
-                store.execute("UPDATE runs SET status = 'failed', finished_at = current_timestamp, error = ? "
-                              "WHERE run_id = ?", [f"{type(err).__name__}: {err}"[:2000], run_id])
-            raise
-        self.timings[name] = time.perf_counter() - started
-        outputs = json.loads(json.dumps(outputs, default=str))  # what is stored is what a resume gets back
-        with Store.open(self.db) as store:
-            pipeline_queries.record_outputs(store, run_id, outputs, self.timings[name])
+        done = pipeline_queries.completed_stage(self.store, run_id)
+        if done is not None:
+            self.say(f"[{name}] already completed in this pipeline run; reusing its outputs")
+            self.timings[name] = done.seconds or 0.0
+            self.reused.append(name)
+            return done.outputs
+        with self.store.run(stage, config or {}, run_id=run_id, parent_run_id=self.pipeline_id) as run:
+            self.say(f"[{name}] started")
+            started = time.perf_counter()
+            try:
+                outputs = work(run_id)
+            finally:  # the stage's flow recorded its own metrics and artefacts on this row: keep them
+                run.metrics, run.artefacts = pipeline_queries.recorded(self.store, run_id)
+            self.timings[name] = time.perf_counter() - started
+            outputs = json.loads(json.dumps(outputs, default=str))  # what is stored is what a resume gets back
+            run.artefacts.update(pipeline_queries.outputs_artefacts(outputs, self.timings[name]))
         self.say(f"[{name}] done in {self.timings[name]:.1f} s")
         return outputs
 
@@ -115,11 +110,10 @@ def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
     methods = list(methods or [config.unlearn.method])
     pid = run_id or pipeline_run_id(config, db)
     workdir = Path(config.workdir)
-    with Store.open(db) as store:
-        store.start_run("pipeline", {**_dump(config), "methods": methods}, run_id=pid)
-    stage = StageRunner(db, pid, announce)
     started = time.perf_counter()
-    try:
+    # One connection for the whole run: each stage's flow opens its own beside it (same process).
+    with Store.open(db) as store, store.run("pipeline", {**_dump(config), "methods": methods}, run_id=pid) as run:
+        stage = StageRunner(store, pid, announce)
         stage("ingest", lambda rid: ingest_flow(db, config.ingest, run_id=rid, parent_run_id=pid),
               config=_dump(config.ingest))
         stage("generate", lambda rid: build_negatives(db, config.generate, run_id=rid, parent_run_id=pid),
@@ -129,12 +123,7 @@ def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
         curated = stage("curate", lambda rid: curate_set(db, config.curate, config.score, run_id=rid,
                                                           parent_run_id=pid), config=_dump(config.curate))
         set_id = curated["set_id"]
-
-        def export(_: str) -> dict[str, Any]:
-            with Store.open(db) as store:
-                return export_set(store, set_id, workdir / "curated" / set_id)
-
-        stage("export", export)
+        stage("export", lambda _: export_set(store, set_id, workdir / "curated" / set_id))
         if config.teach.enabled:
             taught = stage("teach", lambda rid: teach_flow(db, str(workdir), config.teach, run_id=rid,
                                                             parent_run_id=pid), config=_dump(config.teach))
@@ -147,7 +136,7 @@ def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
                 raise LuneError("teach.enabled is false, so the config's `model` must name the model to unlearn")
         adapters: dict[str, str] = {}
         for method in methods:
-            settings = {**_dump(config.unlearn), "method": method}
+            settings = _dump(config.unlearn.for_method(method))  # its per_method settings applied
             out = stage("unlearn", lambda rid, settings=settings, method=method: unlearn_flow(
                 db, model_dir, str(workdir / "unlearned" / method), set_name=set_id, config=settings, run_id=rid,
                 parent_run_id=pid), label=method, config=settings)
@@ -169,17 +158,12 @@ def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
         evaluated = stage("evaluate", evaluate, label=compared, config=_dump(config.evaluate))
         if stage.reused and stage.reused[-1].startswith("evaluate"):
             # A replay shows its own evaluation, whatever happened to the folder since it ran.
-            with Store.open(db) as store:
-                evaluated["report_files"] = rendered_report(store, evaluated["run_id"], evaluated["out_dir"],
-                                                            evaluated["report_files"], plots=config.evaluate.plots)
-    except BaseException as err:
-        with Store.open(db) as store:
-            store.finish_run(pid, status="failed", error=f"{type(err).__name__}: {err}"[:2000])
-        raise
-    summary = {"pipeline_run_id": pid, "set_id": set_id, "model_dir": model_dir, "retain_model_dir": retain_dir,
-               "adapters": adapters, "methods": methods, "evaluation": evaluated,
-               "stage_seconds": stage.timings, "reused_stages": stage.reused,
-               "wall_seconds": time.perf_counter() - started}
-    with Store.open(db) as store:
-        store.finish_run(pid, metrics={"stage_seconds": stage.timings}, artefacts=summary)
+            evaluated["report_files"] = rendered_report(store, evaluated["run_id"], evaluated["out_dir"],
+                                                        evaluated["report_files"], plots=config.evaluate.plots)
+        summary = {"pipeline_run_id": pid, "set_id": set_id, "model_dir": model_dir, "retain_model_dir": retain_dir,
+                   "adapters": adapters, "methods": methods, "evaluation": evaluated,
+                   "stage_seconds": stage.timings, "reused_stages": stage.reused,
+                   "wall_seconds": time.perf_counter() - started}
+        run.metrics["stage_seconds"] = stage.timings
+        run.artefacts.update(summary)
     return summary

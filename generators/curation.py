@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 
 from lune.data import curation_queries as q
+from lune.data.errors import LuneError
 from lune.data.ids import content_id
+from lune.data.records import CANDIDATE_KINDS
 from lune.data.store import Store
 from lune.generators.config import CurateConfig, ScoreConfig
 from lune.generators.scorers.contradiction import contradiction_status
@@ -105,7 +107,7 @@ def decide(store: Store, set_id: str, config: CurateConfig, score_config: ScoreC
            *, embedder: Embedder | None = None) -> dict[str, Any]:
     """Write the verdicts of ``config``'s policy under ``set_id``; return its counts."""
     score_config = score_config or ScoreConfig()
-    policies = {kind: getattr(config, kind).model_dump() for kind in q.KINDS}
+    policies = {kind: getattr(config, kind).model_dump() for kind in CANDIDATE_KINDS}
     q.decide_verdicts(store, set_id, policies, config.splits, span_answer_words=config.span_answer_words)
 
     items = q.prompt_items(store, set_id)
@@ -145,6 +147,7 @@ def curate(store: Store, config: CurateConfig, score_config: ScoreConfig | None 
     set_id = content_id("curated_set", config.name, version)
     with store.transaction():
         counts = decide(store, set_id, config, score_config, embedder=embedder)
+        refuse_empty(counts, config)
         if latest is not None and (q.parse_json(latest["counts"]) or {}).get("fingerprint") == counts["fingerprint"]:
             q.delete_verdicts(store, set_id)
             q.touch_verdicts(store, latest["set_id"])
@@ -155,19 +158,28 @@ def curate(store: Store, config: CurateConfig, score_config: ScoreConfig | None 
     return CurationResult(set_id, config.name, version, True, counts)
 
 
+def refuse_empty(counts: dict[str, Any], config: CurateConfig) -> None:
+    """A set without a negative or refusal to train on is refused (a later unlearning would train on
+    nothing): raises LuneError saying why, before anything is saved."""
+    targets = sum(n for key, n in counts.get("kept", {}).items() if key.split(":")[0] in ("negative", "refusal"))
+    if targets:
+        return
+    dropped = ", ".join(f"{reason} {n}" for reason, n in counts.get("dropped", {}).items()) or "no candidates at all"
+    raise LuneError(
+        f"curate: set {config.name!r} would hold no negative or refusal to train on ({counts.get('facts', 0)} facts "
+        f"of splits {', '.join(config.splits)}; dropped: {dropped}), so nothing was saved. Generate and score first "
+        "(lune generate, lune score), or see why candidates were dropped with "
+        "lune sql \"SELECT reason, count(*) FROM v_candidate_quality GROUP BY ALL\" and loosen the curate policy")
+
+
 def curate_stage(store: Store, config: CurateConfig, score_config: ScoreConfig | None = None, *,
                  run_id: str | None = None, parent_run_id: str | None = None) -> CurationResult:
     """:func:`curate` as one recorded run (``runs`` row of kind 'curate')."""
-    run_id = store.start_run("curate", {"curate": config.model_dump(),
-                                        "score": (score_config or ScoreConfig()).model_dump()},
-                             run_id=run_id, parent_run_id=parent_run_id)
-    try:
-        result = curate(store, config, score_config, run_id=run_id)
-    except BaseException as err:
-        store.finish_run(run_id, status="failed", error=f"{type(err).__name__}: {err}")
-        raise
-    store.finish_run(run_id, metrics={"set_id": result.set_id, "name": result.name, "version": result.version,
-                                      "created": result.created, "kept": result.counts.get("kept", {}),
-                                      "dropped": result.counts.get("dropped", {}),
-                                      "below_minimum": len(result.below_minimum)})
+    settings = {"curate": config.model_dump(), "score": (score_config or ScoreConfig()).model_dump()}
+    with store.run("curate", settings, run_id=run_id, parent_run_id=parent_run_id) as run:
+        result = curate(store, config, score_config, run_id=run.run_id)
+        run.metrics.update({"set_id": result.set_id, "name": result.name, "version": result.version,
+                            "created": result.created, "kept": result.counts.get("kept", {}),
+                            "dropped": result.counts.get("dropped", {}),
+                            "below_minimum": len(result.below_minimum)})
     return result

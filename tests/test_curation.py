@@ -108,7 +108,7 @@ def test_split_prompts_guard_rules() -> None:
 
 
 def test_every_candidate_gets_a_verdict_and_every_drop_a_reason(scored) -> None:
-    store, ids = scored
+    store, _ = scored
     result = curate(store, CurateConfig(name="t"))
     rows = store.query("SELECT v.*, c.text FROM candidate_verdicts v LEFT JOIN candidates c USING (candidate_id) "
                        "WHERE set_id = ?", [result.set_id])

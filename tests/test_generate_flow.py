@@ -1,5 +1,6 @@
 """The Prefect flow `build_negatives` and `lune generate` on a real store: batches, one writer,
-resumption after a failure, task retries, the runs row, and the Dask runner."""
+resumption after a failure, task retries, the runs row, and the Dask runner. Failures are injected
+with `generators.faults.injected_faults` (not a parameter of the flow)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from _generate_data import write_sample_store
 from lune.data.errors import LuneError
 from lune.data.store import Store
 from lune.flows.generate import build_negatives
+from lune.generators.faults import injected_faults
 
 CONFIG = {"backend": "rules", "batch_size": 8, "n": 3, "task_retries": 0, "retry_delay_s": 0,
           "kinds": ["negative", "paraphrase", "attack", "refusal"]}
@@ -66,8 +68,8 @@ def test_failure_in_batch_k_then_rerun_generates_only_the_missing_batch(tmp_path
     expected_ids, expected_total, expected_batches = ids_and_counts(reference)
 
     db = write_sample_store(tmp_path / "resumed.duckdb")
-    with pytest.raises(LuneError, match=r"1 of 6 generation batches failed \(batches 2;"):
-        build_negatives(str(db), CONFIG, fail_batches=[2])
+    with injected_faults(fail=[2]), pytest.raises(LuneError, match=r"1 of 6 generation batches failed \(batches 2;"):
+        build_negatives(str(db), CONFIG)
     ids, total, batches = ids_and_counts(db)
     assert [b["batch_index"] for b in batches] == [0, 1, 3, 4, 5]
     assert 0 < total < expected_total and ids < expected_ids
@@ -83,9 +85,16 @@ def test_failure_in_batch_k_then_rerun_generates_only_the_missing_batch(tmp_path
     assert rerun["new_candidates"] == expected_batches[2]["new_candidates"]
 
 
-def test_a_flaky_batch_is_retried_by_its_task(sample_db, prefect_harness) -> None:
-    summary = build_negatives(str(sample_db), {**CONFIG, "task_retries": 1}, flaky_batches=[0, 3])
+def test_a_flaky_batch_is_retried_by_its_task(sample_db, tmp_path, prefect_harness) -> None:
+    with injected_faults(flaky=[0, 3]):
+        summary = build_negatives(str(sample_db), {**CONFIG, "task_retries": 1})
     assert summary["generated_batches"] == 6 and summary["failed_batches"] == []
+    with Store.open(sample_db) as store:
+        assert store.scalar("SELECT count(*) FROM generation_batches") == 6
+    # without the retry, the flaky batches fail
+    flaky = write_sample_store(tmp_path / "flaky.duckdb")
+    with injected_faults(flaky=[0, 3]), pytest.raises(LuneError, match=r"2 of 6 .* failed \(batches 0, 3;"):
+        build_negatives(str(flaky), CONFIG)
 
 
 def test_lune_generate_command(sample_db, prefect_harness, capsys) -> None:

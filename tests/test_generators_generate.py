@@ -9,7 +9,7 @@ from lune.data.errors import LuneError
 from lune.generators.backends import BACKENDS, make_backend
 from lune.generators.base import Generation, GenerationRequest, Generator
 from lune.generators.config import GenerateConfig
-from lune.generators.generate import (GenerationSettings, backend_spec, build_requests, generate_batch,
+from lune.generators.generate import (backend_spec, build_requests, generate_batch,
                                  generation_identity, plan_batches, request_seed, run_backend)
 from lune.generators.rules.spans import SpanBank
 from lune.generators.strategies import strategies_for
@@ -64,7 +64,7 @@ def test_make_backend_errors_name_the_problem() -> None:
 
 
 def test_request_seeds_are_stable_and_distinct(facts) -> None:
-    settings = GenerationSettings(kinds=("negative", "attack"), attack_types=("role_play", "cross_lingual"))
+    settings = GenerateConfig(kinds=("negative", "attack"), attack_types=("role_play", "cross_lingual"))
     requests = build_requests(facts, strategies_for(settings.kinds, settings.attack_types), settings)
     assert len(requests) == 3 * len(facts)
     seeds = [r.seed for r in requests]
@@ -76,7 +76,7 @@ def test_request_seeds_are_stable_and_distinct(facts) -> None:
 
 def test_parsed_rows_and_rejections(facts) -> None:
     outputs = ['{"answer": "A false answer."}', "not json at all", "", '{"answer": "A false answer."}']
-    settings = GenerationSettings(kinds=("negative",), n=4, include_dataset=False)
+    settings = GenerateConfig(kinds=("negative",), n=4, include_dataset=False)
     out = run_backend(facts, ScriptedModel(outputs), settings, run_id="run1", batch_id="b1")
     assert out["stats"]["outputs"] == 4 * len(facts)
     assert len(out["candidates"]) == 2 * len(facts)  # identical rows are kept for the store to merge
@@ -93,9 +93,9 @@ def test_parsed_rows_and_rejections(facts) -> None:
 
 
 def test_candidate_ids_change_with_what_makes_the_candidate(facts) -> None:
-    base = GenerationSettings(kinds=("negative",), n=1, include_dataset=False)
+    base = GenerateConfig(kinds=("negative",), n=1, include_dataset=False)
     one = run_backend(facts[:1], ScriptedModel(['{"answer": "X."}']), base)["candidates"][0]["candidate_id"]
-    reseeded = GenerationSettings(**{**base.to_dict(), "seed": 9})
+    reseeded = base.model_copy(update={"seed": 9})
     two = run_backend(facts[:1], ScriptedModel(['{"answer": "X."}']), reseeded)["candidates"][0]["candidate_id"]
     other_text = run_backend(facts[:1], ScriptedModel(['{"answer": "Y."}']), base)["candidates"][0]["candidate_id"]
     assert len({one, two, other_text}) == 3
@@ -104,12 +104,12 @@ def test_candidate_ids_change_with_what_makes_the_candidate(facts) -> None:
 def test_plan_batches_ids_are_content_hashes(facts) -> None:
     config = GenerateConfig(batch_size=5)
     spec = backend_spec(config, bank=SpanBank.from_facts(facts))
-    settings = GenerationSettings.from_config(config)
+    settings = config
     batches = plan_batches(list(reversed(facts)), 5, spec, settings)
     assert [len(b.facts) for b in batches] == [5, 5, 2]
     assert [b.fact_ids for b in batches] == [sorted(f["fact_id"] for f in facts)[i:i + 5] for i in (0, 5, 10)]
     assert [b.batch_id for b in batches] == [b.batch_id for b in plan_batches(facts, 5, spec, settings)]
-    changed = plan_batches(facts, 5, spec, GenerationSettings(**{**settings.to_dict(), "n": 7}))
+    changed = plan_batches(facts, 5, spec, settings.model_copy(update={"n": 7}))
     assert not {b.batch_id for b in changed} & {b.batch_id for b in batches}
     # Where a batch runs is not what it is: URLs and concurrency stay out of the identity.
     a = GenerateConfig(backend="openai", model="m", openai={"base_urls": ["http://a:1"], "concurrency": 2})
@@ -122,11 +122,11 @@ def test_generate_batch_adds_dataset_candidates(facts) -> None:
                                    "attack_type": None}])
     config = GenerateConfig(kinds=["negative"], n=2)
     spec = backend_spec(config, bank=SpanBank.from_facts(fact_rows()))
-    out = generate_batch([fact], spec, GenerationSettings.from_config(config).to_dict(), run_id="r", batch_id="b")
+    out = generate_batch([fact], spec, config.model_dump(), run_id="r", batch_id="b")
     generators = [c["generator"] for c in out["candidates"]]
     assert generators.count("dataset") == 1 and generators.count("rules") == 2
     assert out["stats"]["by_kind"] == {"negative": 3}
-    no_dataset = GenerationSettings.from_config(config.model_copy(update={"include_dataset": False}))
+    no_dataset = config.model_copy(update={"include_dataset": False})
     assert all(c["generator"] == "rules" for c in generate_batch([fact], spec, no_dataset)["candidates"])
 
 

@@ -7,8 +7,8 @@ import dataclasses
 import jsonschema
 import pytest
 
-from lune.data.records import ATTACK_TYPES
-from lune.generators.strategies import KINDS, STRATEGY_BY_KIND, attack_strategy, strategies_for
+from lune.data.records import ATTACK_TYPES, CANDIDATE_KINDS
+from lune.generators.strategies import STRATEGY_BY_KIND, attack_strategy, strategies_for
 from lune.generators.strategies.counterfactual import COUNTERFACTUAL
 from lune.generators.strategies.paraphrase import PARAPHRASE
 from lune.generators.strategies.parsing import load_json, parse_output
@@ -137,7 +137,7 @@ def test_prompt_versions_are_stable_distinct_and_follow_the_template() -> None:
 def test_strategies_for_kinds() -> None:
     names = [(s.kind, s.attack_type) for s in strategies_for(["negative", "attack"], ["role_play", "cross_lingual"])]
     assert names == [("negative", None), ("attack", "role_play"), ("attack", "cross_lingual")]
-    assert set(STRATEGY_BY_KIND) | {"attack"} == set(KINDS)
+    assert set(STRATEGY_BY_KIND) | {"attack"} == set(CANDIDATE_KINDS)
     with pytest.raises(ValueError, match="unknown candidate kind"):
         strategies_for(["negatives"])
     with pytest.raises(ValueError, match="unknown attack type"):

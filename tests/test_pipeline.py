@@ -1,11 +1,13 @@
 """The whole pipeline through `lune run`, as a user runs it: in a subprocess, on a small slice of
 the shipped sample. The resume test kills the process group (the Prefect server with it) while
-unlearning runs, reruns, and checks the results match an uninterrupted run with no duplicate rows."""
+unlearning runs, reruns, and checks the results match an uninterrupted run with no duplicate rows.
+First, fast: the stage runner's lifecycle of a stage row, and resumption by run id, on a real store."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,10 +19,50 @@ import yaml
 
 SAMPLE_TOFU = Path(__file__).resolve().parents[1] / "data" / "sample" / "tofu"
 
-pytestmark = pytest.mark.slow
-
 TABLES = ("facts", "probes", "candidates", "scores", "curated_sets", "curated_items", "eval_results", "eval_items",
           "rejections")
+
+
+def test_stage_runner_runs_a_stage_once_and_keeps_what_the_stage_recorded(tmp_path: Path) -> None:
+    from lune.data.store import Store
+    from lune.flows.pipeline import StageRunner, stage_run_id
+
+    db = tmp_path / "lune.duckdb"
+    said: list[str] = []
+    calls: list[str] = []
+
+    def score(run_id: str) -> dict:
+        """A stage's own flow: its store, its row (the same run id), its metrics."""
+        calls.append(run_id)
+        with Store.open(db) as own, own.run("score", {"own": True}, run_id=run_id, parent_run_id="p1") as run:
+            run.metrics["scored"] = 3
+        return {"scored": 3, "path": tmp_path}
+
+    def curate(run_id: str) -> dict:
+        with Store.open(db) as own, own.run("curate", run_id=run_id, parent_run_id="p1") as run:
+            run.metrics["kept"] = 1
+            raise RuntimeError("no candidates")
+
+    # stage run ids are hashes of the pipeline run, the stage and its label: a rerun finds its stages
+    assert stage_run_id("p1", "unlearn", "lune") == "bc692ca1a88d4f48"
+    with Store.open(db) as store:
+        first = StageRunner(store, "p1", said.append)
+        assert first("score", score, config={"scorers": ["similarity"]}) == {"scored": 3, "path": str(tmp_path)}
+        with pytest.raises(RuntimeError, match="no candidates"):
+            first("curate", curate)
+        rerun = StageRunner(store, "p1", said.append)
+        assert rerun("score", score) == {"scored": 3, "path": str(tmp_path)}  # the stored outputs
+        assert calls == [stage_run_id("p1", "score")] and rerun.reused == ["score"]
+        assert rerun.timings["score"] == pytest.approx(first.timings["score"], abs=1e-3)
+        rows = {r["kind"]: r for r in store.query("SELECT * FROM runs")}
+    assert [line.split(" done in")[0] for line in said] == [
+        "[score] started", "[score]", "[curate] started", "[score] already completed in this pipeline run; "
+        "reusing its outputs"]
+    scored, failed = rows["score"], rows["curate"]
+    assert scored["status"] == "completed" and scored["parent_run_id"] == "p1"
+    assert json.loads(scored["config"]) == {"own": True} and json.loads(scored["metrics"]) == {"scored": 3}
+    assert failed["status"] == "failed" and failed["error"] == "RuntimeError: no candidates"
+    assert json.loads(failed["metrics"]) == {"kept": 1}  # what the stage measured before it failed
 
 
 def small_sample(folder: Path) -> Path:
@@ -67,6 +109,15 @@ def finish(proc: subprocess.Popen, timeout: float = 900) -> str:
     return out
 
 
+def stage_events(lines: list[str]) -> list[str]:
+    """The pipeline's `lune: [stage] started` / `done` announcements, in order, as 'stage started'."""
+    return [f"{m[1]} {m[2]}" for line in lines if (m := re.search(r"lune: \[([\w:+]+)\] (started|done)", line))]
+
+
+def ran_in_order(stages: tuple[str, ...]) -> list[str]:
+    return [f"{stage} {event}" for stage in stages for event in ("started", "done")]
+
+
 def stored(db: Path) -> dict[str, object]:
     from lune.data.store import Store
 
@@ -82,6 +133,7 @@ def metrics_of(work: Path) -> dict[str, object]:
     return results["metrics"]
 
 
+@pytest.mark.slow
 def test_lune_run_resumes_after_a_kill_during_unlearning(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     killed_db, clean_db = tmp_path / "killed.duckdb", tmp_path / "clean.duckdb"
@@ -89,7 +141,6 @@ def test_lune_run_resumes_after_a_kill_during_unlearning(tmp_path: Path) -> None
     proc = lune(["run", str(config), "--db", str(killed_db)], tmp_path, start_new_session=True)
     seen = []
     deadline = time.monotonic() + 900
-    assert proc.stdout is not None
     for line in proc.stdout:
         seen.append(line)
         if "[unlearn:lune] started" in line:
@@ -99,6 +150,9 @@ def test_lune_run_resumes_after_a_kill_during_unlearning(tmp_path: Path) -> None
         assert time.monotonic() < deadline, "".join(seen[-50:])
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "".join(seen[-50:])
+    # each stage ran once, in the diagram's order, each finished before the next started
+    assert stage_events(seen) == [*ran_in_order(("ingest", "generate", "score", "curate", "export", "teach")),
+                                  "unlearn:lune started"], "".join(seen[-50:])
     assert not (tmp_path / "work" / "report" / "results.json").exists()
 
     resumed = finish(lune(["run", str(config), "--db", str(killed_db)], tmp_path))
@@ -122,6 +176,7 @@ def test_lune_run_resumes_after_a_kill_during_unlearning(tmp_path: Path) -> None
     assert "USR" in replay and "report:" in replay
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_run_and_its_prefect_server(tmp_path: Path) -> None:
     """`kill` (SIGTERM) on `lune run`: the process ends like on Ctrl-C, the running stage is marked
     failed, and nothing of its process group (Prefect's temporary server) is left behind."""
@@ -131,7 +186,6 @@ def test_sigterm_stops_the_run_and_its_prefect_server(tmp_path: Path) -> None:
     db = tmp_path / "lune.duckdb"
     proc = lune(["run", str(config), "--db", str(db)], tmp_path, start_new_session=True)
     seen = []
-    assert proc.stdout is not None
     for line in proc.stdout:
         seen.append(line)
         if "[teach] started" in line:
@@ -149,6 +203,7 @@ def test_sigterm_stops_the_run_and_its_prefect_server(tmp_path: Path) -> None:
     output = "".join(seen + proc.stdout.readlines())
     assert not left_behind, "a process of the group (Prefect's server) outlived `lune run`"
     assert proc.returncode == 130, output[-3000:]
+    assert stage_events(seen) == [*ran_in_order(("ingest", "generate", "score", "curate", "export")), "teach started"]
     assert "interrupted; what was stored so far is kept" in output
     with Store(db, read_only=True) as store:
         teach = store.query("SELECT status FROM runs WHERE kind = 'teach'")

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lune.data.records import ATTACK_TYPES
+from lune.data.records import ATTACK_TYPES, CANDIDATE_KINDS
 from lune.generators.strategies.attack import attack_strategy
 from lune.generators.strategies.base import Strategy
 from lune.generators.strategies.counterfactual import COUNTERFACTUAL
 from lune.generators.strategies.paraphrase import PARAPHRASE
 from lune.generators.strategies.refusal import REFUSAL
 
-KINDS: tuple[str, ...] = ("negative", "paraphrase", "attack", "refusal")
 STRATEGY_BY_KIND: dict[str, Strategy] = {"negative": COUNTERFACTUAL, "paraphrase": PARAPHRASE, "refusal": REFUSAL}
 
 
@@ -28,8 +27,8 @@ def strategies_for(kinds: Sequence[str], attack_types: Sequence[str] = ATTACK_TY
         elif kind in STRATEGY_BY_KIND:
             out.append(STRATEGY_BY_KIND[kind])
         else:
-            raise ValueError(f"unknown candidate kind {kind!r}; known: {', '.join(KINDS)}")
+            raise ValueError(f"unknown candidate kind {kind!r}; known: {', '.join(CANDIDATE_KINDS)}")
     return out
 
 
-__all__ = ["KINDS", "STRATEGY_BY_KIND", "Strategy", "attack_strategy", "strategies_for"]
+__all__ = ["STRATEGY_BY_KIND", "Strategy", "attack_strategy", "strategies_for"]
