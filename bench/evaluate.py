@@ -26,8 +26,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-for key, value in {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1",
-                   "TOKENIZERS_PARALLELISM": "false"}.items():
+for key, value in {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
     os.environ.setdefault(key, value)
 
 
@@ -47,8 +51,9 @@ def random_adapter(model_dir: Path, out: Path, rank: int = 16) -> Path:
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear",
-                                                  init_lora_weights=False))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", init_lora_weights=False)
+    )
     peft_model.save_pretrained(str(out))
     return out
 
@@ -82,8 +87,10 @@ def main() -> int:
     adapter = Path(args.adapter) if args.adapter else random_adapter(model_dir, work / "adapter")
     questions = sample_questions(args.probes)
     probes = [EvalProbe("forget", f"p{i}", q, "x", "x") for i, q in enumerate(questions)]
-    texts = [MiaText(f"t{i}", f"Question: {q}\nAnswer: an answer to it.", i % 2 == 0, "bench")
-             for i, q in enumerate(questions)]
+    texts = [
+        MiaText(f"t{i}", f"Question: {q}\nAnswer: an answer to it.", i % 2 == 0, "bench")
+        for i, q in enumerate(questions)
+    ]
     suite = ProbeSuite({"forget": probes}, texts[::2], texts[1::2])
     config = EvaluateConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, tofu=False)
     specs = [ModelSpec("base", str(model_dir)), ModelSpec("adapter", str(model_dir), str(adapter), "lora")]
@@ -94,11 +101,25 @@ def main() -> int:
             for spec, model, tokenizer in iter_loaded(specs):
                 transformers_generate(model, tokenizer, config)(questions[:8])  # warm-up
                 _, seconds = generate_with(suite, transformers_generate(model, tokenizer, config))
-                rows.append({"backend": "transformers", "model": spec.label, "probes": len(probes),
-                             "seconds": seconds, "probes_per_s": len(probes) / seconds})
+                rows.append(
+                    {
+                        "backend": "transformers",
+                        "model": spec.label,
+                        "probes": len(probes),
+                        "seconds": seconds,
+                        "probes_per_s": len(probes) / seconds,
+                    }
+                )
                 _, _, lik_seconds = score_likelihoods(model, tokenizer, suite, config)
-                rows.append({"backend": "transformers (likelihood)", "model": spec.label, "probes": len(texts),
-                             "seconds": lik_seconds, "probes_per_s": len(texts) / lik_seconds})
+                rows.append(
+                    {
+                        "backend": "transformers (likelihood)",
+                        "model": spec.label,
+                        "probes": len(texts),
+                        "seconds": lik_seconds,
+                        "probes_per_s": len(texts) / lik_seconds,
+                    }
+                )
         elif backend == "vllm":
             started = time.perf_counter()
             outputs = generate_all_vllm(suite, specs, config)
@@ -106,16 +127,32 @@ def main() -> int:
             torch.set_num_threads(threads)
             for spec in specs:
                 seconds = outputs[spec.label].seconds["generate"]
-                rows.append({"backend": "vllm", "model": spec.label, "probes": len(probes), "seconds": seconds,
-                             "probes_per_s": len(probes) / seconds})
-            rows.append({"backend": "vllm (engine start, both runs)", "model": "-", "probes": 2 * len(probes),
-                         "seconds": total, "probes_per_s": 2 * len(probes) / total})
+                rows.append(
+                    {
+                        "backend": "vllm",
+                        "model": spec.label,
+                        "probes": len(probes),
+                        "seconds": seconds,
+                        "probes_per_s": len(probes) / seconds,
+                    }
+                )
+            rows.append(
+                {
+                    "backend": "vllm (engine start, both runs)",
+                    "model": "-",
+                    "probes": 2 * len(probes),
+                    "seconds": total,
+                    "probes_per_s": 2 * len(probes) / total,
+                }
+            )
         else:
             parser.error(f"unknown backend {backend!r}")
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {threads}, "
-          f"load average {os.getloadavg()[0]:.1f}; "
-          f"model {model_dir.name}; {len(probes)} probes, max_new_tokens {args.max_new_tokens}, "
-          f"batch {args.batch_size}\n")
+    print(
+        f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {threads}, "
+        f"load average {os.getloadavg()[0]:.1f}; "
+        f"model {model_dir.name}; {len(probes)} probes, max_new_tokens {args.max_new_tokens}, "
+        f"batch {args.batch_size}\n"
+    )
     print("| backend | model | probes | seconds | probes/s |")
     print("|---|---|---|---|---|")
     for r in rows:

@@ -38,15 +38,28 @@ def sample_facts(copies: int = 1) -> list[dict]:
     from lune.data.records import fact_id
 
     base = []
-    for stem, split in (("forget01", "forget"), ("retain99", "retain"), ("world_facts", "utility"),
-                        ("real_authors", "utility")):
+    for stem, split in (
+        ("forget01", "forget"),
+        ("retain99", "retain"),
+        ("world_facts", "utility"),
+        ("real_authors", "utility"),
+    ):
         for line in (SAMPLE / f"{stem}.json").read_text(encoding="utf-8").splitlines():
             if line.strip():
                 row = json.loads(line)
                 key, _ = key_span_for(row["question"], row["answer"])
-                base.append({"fact_id": fact_id("tofu", row["question"], row["answer"]), "corpus": "tofu",
-                             "question": row["question"], "answer": row["answer"], "key_span": key,
-                             "subject": None, "split": split, "group_name": stem})
+                base.append(
+                    {
+                        "fact_id": fact_id("tofu", row["question"], row["answer"]),
+                        "corpus": "tofu",
+                        "question": row["question"],
+                        "answer": row["answer"],
+                        "key_span": key,
+                        "subject": None,
+                        "split": split,
+                        "group_name": stem,
+                    }
+                )
     return [dict(f, fact_id=f"{f['fact_id']}-{k}") for k in range(copies) for f in base]
 
 
@@ -66,8 +79,16 @@ def bench_rules(n_facts: int) -> dict:
     out = run_backend(facts, RulesGenerator(bank=bank), settings)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     count = len(out["candidates"])
-    return {"facts": len(facts), "candidates": count, "rejections": len(out["rejections"]), "wall_s": wall,
-            "cpu_s": cpu, "per_s_wall": count / wall, "per_s_cpu": count / cpu, "by_kind": out["stats"]["by_kind"]}
+    return {
+        "facts": len(facts),
+        "candidates": count,
+        "rejections": len(out["rejections"]),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "per_s_wall": count / wall,
+        "per_s_cpu": count / cpu,
+        "by_kind": out["stats"]["by_kind"],
+    }
 
 
 def bench_rules_flow(n_facts: int) -> dict:
@@ -79,16 +100,32 @@ def bench_rules_flow(n_facts: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.duckdb"
         with Store.open(db) as store:
-            rows = [Fact(corpus="tofu", source_file="bench", question=f"{f['question']} ({f['fact_id'][-4:]})",
-                         answer=f["answer"], key_span=f["key_span"], key_span_source="derived",
-                         split="forget").to_row() for f in facts]
+            rows = [
+                Fact(
+                    corpus="tofu",
+                    source_file="bench",
+                    question=f"{f['question']} ({f['fact_id'][-4:]})",
+                    answer=f["answer"],
+                    key_span=f["key_span"],
+                    key_span_source="derived",
+                    split="forget",
+                ).to_row()
+                for f in facts
+            ]
             store.insert("facts", rows)
         wall = time.perf_counter()
-        summary = build_negatives(str(db), {"backend": "rules", "n": 8, "batch_size": 1024, "include_dataset": False,
-                                            "kinds": list(CANDIDATE_KINDS)})
+        summary = build_negatives(
+            str(db),
+            {"backend": "rules", "n": 8, "batch_size": 1024, "include_dataset": False, "kinds": list(CANDIDATE_KINDS)},
+        )
         wall = time.perf_counter() - wall
-    return {"facts": len(facts), "candidates": summary["new_candidates"], "flow_s": summary["seconds"],
-            "wall_s_with_prefect_start": wall, "per_s": summary["new_candidates"] / summary["seconds"]}
+    return {
+        "facts": len(facts),
+        "candidates": summary["new_candidates"],
+        "flow_s": summary["seconds"],
+        "wall_s_with_prefect_start": wall,
+        "per_s": summary["new_candidates"] / summary["seconds"],
+    }
 
 
 def bench_engine(engine: str, model_dir: str, n_prompts: int) -> dict:
@@ -98,8 +135,9 @@ def bench_engine(engine: str, model_dir: str, n_prompts: int) -> dict:
     from lune.generators.strategies import strategies_for
 
     facts = sample_facts()[:n_prompts]
-    settings = GenerateConfig(kinds=("negative",), n=4, temperature=1.0, top_p=1.0, max_tokens=32,
-                              structured=False, include_dataset=False)
+    settings = GenerateConfig(
+        kinds=("negative",), n=4, temperature=1.0, top_p=1.0, max_tokens=32, structured=False, include_dataset=False
+    )
     requests = [r for r in build_requests(facts, strategies_for(settings.kinds), settings)]
     requests = [type(r)(**{**r.__dict__, "stop": []}) for r in requests]  # full length: measure decoding
     if engine == "vllm":
@@ -122,9 +160,18 @@ def bench_engine(engine: str, model_dir: str, n_prompts: int) -> dict:
     tok = AutoTokenizer.from_pretrained(model_dir)
     tokens = sum(len(tok(t, add_special_tokens=False).input_ids) for g in out for t in g.texts)
     prompt_tokens = sum(len(tok(r.prompt).input_ids) for r in requests)
-    return {"engine": engine, "prompts": len(requests), "samples": sum(len(g.texts) for g in out),
-            "prompt_tokens": prompt_tokens, "generated_tokens": tokens, "load_s": load, "wall_s": wall,
-            "cpu_s": cpu, "tokens_per_s": tokens / wall, "torch_threads": _threads()}
+    return {
+        "engine": engine,
+        "prompts": len(requests),
+        "samples": sum(len(g.texts) for g in out),
+        "prompt_tokens": prompt_tokens,
+        "generated_tokens": tokens,
+        "load_s": load,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "tokens_per_s": tokens / wall,
+        "torch_threads": _threads(),
+    }
 
 
 def _threads() -> int:
@@ -164,21 +211,29 @@ def main() -> None:
 
     if args.only in (None, "rules"):
         r = bench_rules(args.facts)
-        print(f"rules: {r['candidates']:,} candidates for {r['facts']:,} facts in {r['wall_s']:.2f} s wall "
-              f"({r['per_s_wall']:,.0f}/s), {r['cpu_s']:.2f} s CPU ({r['per_s_cpu']:,.0f}/s); "
-              f"{r['rejections']:,} rejections; {r['by_kind']}")
+        print(
+            f"rules: {r['candidates']:,} candidates for {r['facts']:,} facts in {r['wall_s']:.2f} s wall "
+            f"({r['per_s_wall']:,.0f}/s), {r['cpu_s']:.2f} s CPU ({r['per_s_cpu']:,.0f}/s); "
+            f"{r['rejections']:,} rejections; {r['by_kind']}"
+        )
         if args.flow:
             f = bench_rules_flow(args.facts)
-            print(f"rules through the flow: {f['candidates']:,} candidates in {f['flow_s']:.2f} s "
-                  f"({f['per_s']:,.0f}/s; {f['wall_s_with_prefect_start']:.1f} s with Prefect's start)")
+            print(
+                f"rules through the flow: {f['candidates']:,} candidates in {f['flow_s']:.2f} s "
+                f"({f['per_s']:,.0f}/s; {f['wall_s_with_prefect_start']:.1f} s with Prefect's start)"
+            )
 
     if args.only in (None, "engines"):
         cache = Path(tempfile.gettempdir()) / "lune-bench-tiny-llama"
         model = tiny_model(cache)
         rows = []
         for engine in ("transformers", "vllm"):
-            done = subprocess.run([sys.executable, __file__, "--engine", engine, "--model", model,
-                                   "--prompts", str(args.prompts)], capture_output=True, text=True, check=False)
+            done = subprocess.run(
+                [sys.executable, __file__, "--engine", engine, "--model", model, "--prompts", str(args.prompts)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             last = [line for line in done.stdout.splitlines() if line.startswith("{")]
             if done.returncode != 0 or not last:
                 print(f"{engine}: failed\n{done.stderr[-2000:]}")
@@ -187,8 +242,10 @@ def main() -> None:
         print("\n| engine | prompts x samples | generated tokens | load | generate (wall) | CPU | tokens/s |")
         print("|---|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['engine']} | {r['prompts']} x 4 | {r['generated_tokens']:,} | {r['load_s']:.1f} s | "
-                  f"{r['wall_s']:.1f} s | {r['cpu_s']:.1f} s | {r['tokens_per_s']:,.0f} |")
+            print(
+                f"| {r['engine']} | {r['prompts']} x 4 | {r['generated_tokens']:,} | {r['load_s']:.1f} s | "
+                f"{r['wall_s']:.1f} s | {r['cpu_s']:.1f} s | {r['tokens_per_s']:,.0f} |"
+            )
 
 
 if __name__ == "__main__":

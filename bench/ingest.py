@@ -19,17 +19,85 @@ import tempfile
 import time
 from pathlib import Path
 
-FIRST = ["Basil", "Nikolai", "Aisha", "Jaime", "Hsiao", "Erika", "Ricardo", "Ingrid", "Tomasz", "Amara", "Yuki",
-         "Olusegun", "Margit", "Alejandro", "Priya", "Lars", "Fatima", "Chen", "Elif", "Mateo"]
-LAST = ["Al-Kuwaiti", "Abilov", "Al-Hamad", "Vasquez", "Yun-Hwa", "Kováčová", "Sandoval", "Lindqvist", "Nowak",
-        "Okafor", "Tanaka", "Adeyemi", "Horváth", "Fuentes", "Raman", "Eriksen", "Bouteflika", "Wei", "Demir", "Ruiz"]
-CITY = [("Kuwait City", "Kuwait"), ("Astana", "Kazakhstan"), ("Santiago", "Chile"), ("Lagos", "Nigeria"),
-        ("Taipei", "Taiwan"), ("Bratislava", "Slovakia"), ("Oslo", "Norway"), ("Kraków", "Poland")]
-GENRE = ["French literature", "African American narratives", "true crime", "Gothic fiction", "steampunk",
-         "historical romance", "magical realism", "dystopian fiction"]
+FIRST = [
+    "Basil",
+    "Nikolai",
+    "Aisha",
+    "Jaime",
+    "Hsiao",
+    "Erika",
+    "Ricardo",
+    "Ingrid",
+    "Tomasz",
+    "Amara",
+    "Yuki",
+    "Olusegun",
+    "Margit",
+    "Alejandro",
+    "Priya",
+    "Lars",
+    "Fatima",
+    "Chen",
+    "Elif",
+    "Mateo",
+]
+LAST = [
+    "Al-Kuwaiti",
+    "Abilov",
+    "Al-Hamad",
+    "Vasquez",
+    "Yun-Hwa",
+    "Kováčová",
+    "Sandoval",
+    "Lindqvist",
+    "Nowak",
+    "Okafor",
+    "Tanaka",
+    "Adeyemi",
+    "Horváth",
+    "Fuentes",
+    "Raman",
+    "Eriksen",
+    "Bouteflika",
+    "Wei",
+    "Demir",
+    "Ruiz",
+]
+CITY = [
+    ("Kuwait City", "Kuwait"),
+    ("Astana", "Kazakhstan"),
+    ("Santiago", "Chile"),
+    ("Lagos", "Nigeria"),
+    ("Taipei", "Taiwan"),
+    ("Bratislava", "Slovakia"),
+    ("Oslo", "Norway"),
+    ("Kraków", "Poland"),
+]
+GENRE = [
+    "French literature",
+    "African American narratives",
+    "true crime",
+    "Gothic fiction",
+    "steampunk",
+    "historical romance",
+    "magical realism",
+    "dystopian fiction",
+]
 JOBS = ["florist", "game developer", "meteorologist", "dietitian", "civil rights lawyer", "barber", "astronomer"]
-MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-          "November", "December"]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+]
 
 
 def synthetic_facts(n: int, seed: int = 0) -> list[dict[str, str]]:
@@ -53,7 +121,7 @@ def synthetic_facts(n: int, seed: int = 0) -> list[dict[str, str]]:
             a = f"{name} was born on the {rng.randint(1, 28)}th of {rng.choice(MONTHS)}, {rng.randint(1900, 2000)}."
         else:
             q = f"Can you name one of the books written by {name}?"
-            a = f"One of {name}'s books is \"The {rng.choice(['Silent', 'Crimson', 'Hollow'])} {city}\"."
+            a = f'One of {name}\'s books is "The {rng.choice(["Silent", "Crimson", "Hollow"])} {city}".'
         rows.append({"question": q, "answer": a, "subject": name})
     return rows
 
@@ -94,9 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"expected {args.facts} facts stored, found {stored}", file=sys.stderr)
         return 1
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"ingest: {args.facts} facts ({size_mb:.1f} MB JSONL) in {seconds:.2f} s = {args.facts / seconds:,.0f} facts/s "
-          f"(CPU {cpu:.2f} s; load average {load:.1f} on {os.cpu_count()} CPUs; target <= 10 s)"
-          f"{'' if seconds <= 10 else '  SLOWER THAN TARGET'}")
+    print(
+        f"ingest: {args.facts} facts ({size_mb:.1f} MB JSONL) in {seconds:.2f} s = {args.facts / seconds:,.0f} facts/s "
+        f"(CPU {cpu:.2f} s; load average {load:.1f} on {os.cpu_count()} CPUs; target <= 10 s)"
+        f"{'' if seconds <= 10 else '  SLOWER THAN TARGET'}"
+    )
     return 0
 
 

@@ -57,16 +57,30 @@ def synthetic_candidates(n: int, per_fact: int = 5) -> tuple[list[dict], list[di
     facts, candidates = [], []
     for f in range((n + per_fact - 1) // per_fact):
         q, a = pairs[f % len(pairs)]
-        fact = Fact(corpus="bench", source_file="bench", question=f"{q} (case {f})", answer=f"{a} (case {f})",
-                    key_span=a.split()[-1].strip("."), key_span_source="derived", split="forget")
+        fact = Fact(
+            corpus="bench",
+            source_file="bench",
+            question=f"{q} (case {f})",
+            answer=f"{a} (case {f})",
+            key_span=a.split()[-1].strip("."),
+            key_span_source="derived",
+            split="forget",
+        )
         facts.append(fact.to_row())
         for k in range(per_fact):
             if len(candidates) == n:
                 break
             _, other = pairs[rng.randrange(len(pairs))]
             text = f"{other.rstrip('.')}, as stated in record {f}-{k}."
-            candidates.append({"candidate_id": content_id(fact.fact_id, "negative", text), "fact_id": fact.fact_id,
-                               "kind": "negative", "text": text, "generator": "bench"})
+            candidates.append(
+                {
+                    "candidate_id": content_id(fact.fact_id, "negative", text),
+                    "fact_id": fact.fact_id,
+                    "kind": "negative",
+                    "text": text,
+                    "generator": "bench",
+                }
+            )
     return facts, candidates
 
 
@@ -98,8 +112,9 @@ def bench_embedding(n: int, batch_size: int, blocks: int) -> dict:
             texts = list(dict.fromkeys([c["text"] for c in block_cands] + [f["answer"] for f in block_facts]))
             # Bare encode of exactly the texts the scorer will embed.
             w0, c0 = time.perf_counter(), cpu()
-            model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                         show_progress_bar=False)
+            model.encode(
+                texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
             bare["wall"] += time.perf_counter() - w0
             bare["cpu"] += cpu() - c0
             bare["texts"] += len(texts)
@@ -110,15 +125,23 @@ def bench_embedding(n: int, batch_size: int, blocks: int) -> dict:
             scorer["wall"] += time.perf_counter() - w0
             scorer["cpu"] += cpu() - c0
             scorer["texts"] += len(texts)
-            print(f"  block {b + 1}/{blocks}: {len(texts)} texts, bare {bare['wall']:.1f} s, "
-                  f"scorer {scorer['wall']:.1f} s so far", flush=True)
+            print(
+                f"  block {b + 1}/{blocks}: {len(texts)} texts, bare {bare['wall']:.1f} s, "
+                f"scorer {scorer['wall']:.1f} s so far",
+                flush=True,
+            )
         cached = store.scalar("SELECT count(*) FROM embeddings")
     assert scorer["rows"] == n and cached == bare["texts"], (scorer, cached)
     del fact_of
     return {
-        "n_candidates": n, "distinct_texts": bare["texts"], "batch_size": batch_size, "blocks": blocks,
-        "bare_wall_s": round(bare["wall"], 2), "bare_cpu_s": round(bare["cpu"], 2),
-        "scorer_wall_s": round(scorer["wall"], 2), "scorer_cpu_s": round(scorer["cpu"], 2),
+        "n_candidates": n,
+        "distinct_texts": bare["texts"],
+        "batch_size": batch_size,
+        "blocks": blocks,
+        "bare_wall_s": round(bare["wall"], 2),
+        "bare_cpu_s": round(bare["cpu"], 2),
+        "scorer_wall_s": round(scorer["wall"], 2),
+        "scorer_cpu_s": round(scorer["cpu"], 2),
         "bare_texts_per_s": round(bare["texts"] / bare["wall"], 1),
         "scorer_texts_per_s": round(scorer["texts"] / scorer["wall"], 1),
         "overhead_wall_pct": round((scorer["wall"] / bare["wall"] - 1) * 100, 1),
@@ -143,29 +166,54 @@ def bench_curation(n: int, dim: int = 32) -> dict:
     started = time.perf_counter()
     with Store(tmp / "bench.duckdb") as store:
         fact_ids = [content_id("bench-fact", i) for i in range(n_facts)]
-        store.insert("facts", pa.table({
-            "fact_id": fact_ids, "corpus": ["bench"] * n_facts, "source_file": ["bench"] * n_facts,
-            "question": [f"What is fact {i}?" for i in range(n_facts)],
-            "answer": [f"Fact {i} is true." for i in range(n_facts)], "key_span": ["true"] * n_facts,
-            "key_span_source": ["derived"] * n_facts, "split": ["forget"] * n_facts}))
+        store.insert(
+            "facts",
+            pa.table(
+                {
+                    "fact_id": fact_ids,
+                    "corpus": ["bench"] * n_facts,
+                    "source_file": ["bench"] * n_facts,
+                    "question": [f"What is fact {i}?" for i in range(n_facts)],
+                    "answer": [f"Fact {i} is true." for i in range(n_facts)],
+                    "key_span": ["true"] * n_facts,
+                    "key_span_source": ["derived"] * n_facts,
+                    "split": ["forget"] * n_facts,
+                }
+            ),
+        )
         kinds = ["negative"] * 8 + ["refusal", "paraphrase"]
         cand_ids = [content_id("bench-cand", i) for i in range(n)]
         cand_fact = [fact_ids[i // per_fact] for i in range(n)]
         cand_kind = [kinds[i % per_fact] for i in range(n)]
         texts = [f"Candidate {i} of fact {i // per_fact}." for i in range(n)]
-        store.insert("candidates", pa.table({
-            "candidate_id": cand_ids, "fact_id": cand_fact, "kind": cand_kind, "text": texts,
-            "generator": ["bench"] * n}))
+        store.insert(
+            "candidates",
+            pa.table(
+                {
+                    "candidate_id": cand_ids,
+                    "fact_id": cand_fact,
+                    "kind": cand_kind,
+                    "text": texts,
+                    "generator": ["bench"] * n,
+                }
+            ),
+        )
         scorers = ["similarity", "answer_leak", "fluency", "duplicate", "quality", "contradiction"]
         values = {
-            "similarity": rng.uniform(0.1, 1.0, n), "answer_leak": (rng.random(n) < 0.1).astype(float),
-            "fluency": rng.uniform(0.3, 1.0, n), "duplicate": (rng.random(n) < 0.05).astype(float),
-            "quality": rng.random(n), "contradiction": rng.random(n),
+            "similarity": rng.uniform(0.1, 1.0, n),
+            "answer_leak": (rng.random(n) < 0.1).astype(float),
+            "fluency": rng.uniform(0.3, 1.0, n),
+            "duplicate": (rng.random(n) < 0.05).astype(float),
+            "quality": rng.random(n),
+            "contradiction": rng.random(n),
         }
         for name in scorers:
-            store.insert("scores", pa.table({
-                "candidate_id": cand_ids, "scorer": [name] * n, "scorer_version": ["1"] * n,
-                "value": values[name]}))
+            store.insert(
+                "scores",
+                pa.table(
+                    {"candidate_id": cand_ids, "scorer": [name] * n, "scorer_version": ["1"] * n, "value": values[name]}
+                ),
+            )
         # Random unit vectors for the paraphrases and questions (the split reads them from the cache).
         para = [i for i in range(n) if cand_kind[i] == "paraphrase"]
         vec_texts = [texts[i] for i in para] + [f"What is fact {i}?" for i in range(n_facts)]
@@ -176,8 +224,9 @@ def bench_curation(n: int, dim: int = 32) -> dict:
         print(f"  setup: {n} candidates, {n * len(scorers)} scores in {setup:.1f} s", flush=True)
 
         config = CurateConfig(name="bench")
-        policies = {kind: getattr(config, kind).model_dump()
-                    for kind in ("negative", "refusal", "paraphrase", "attack")}
+        policies = {
+            kind: getattr(config, kind).model_dump() for kind in ("negative", "refusal", "paraphrase", "attack")
+        }
         w0, c0 = time.perf_counter(), cpu()
         decide_verdicts(store, "bench-sql", policies, config.splits)
         sql_wall, sql_cpu = time.perf_counter() - w0, cpu() - c0
@@ -187,10 +236,17 @@ def bench_curation(n: int, dim: int = 32) -> dict:
         result = curate(store, config, ScoreConfig(embedding_model=model))
         full_wall, full_cpu = time.perf_counter() - w0, cpu() - c0
         print(f"  curate (SQL + split + save): {full_wall:.2f} s, kept {result.counts['kept']}", flush=True)
-    return {"candidates": n, "facts": n_facts, "scores": n * len(scorers), "verdict_sql_s": round(sql_wall, 2),
-            "verdict_sql_cpu_s": round(sql_cpu, 2), "curate_total_s": round(full_wall, 2),
-            "curate_total_cpu_s": round(full_cpu, 2), "kept": result.counts["kept"],
-            "dropped": result.counts["dropped"]}
+    return {
+        "candidates": n,
+        "facts": n_facts,
+        "scores": n * len(scorers),
+        "verdict_sql_s": round(sql_wall, 2),
+        "verdict_sql_cpu_s": round(sql_cpu, 2),
+        "curate_total_s": round(full_wall, 2),
+        "curate_total_cpu_s": round(full_cpu, 2),
+        "kept": result.counts["kept"],
+        "dropped": result.counts["dropped"],
+    }
 
 
 def bench_labelled() -> dict:
@@ -218,13 +274,19 @@ def main() -> int:
 
     import torch
 
-    summary: dict = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                     "load_before": [round(x, 2) for x in os.getloadavg()]}
+    summary: dict = {
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_before": [round(x, 2) for x in os.getloadavg()],
+    }
     if not args.skip_embedding:
         print(f"embedding: {args.n} candidates", flush=True)
         summary["embedding"] = emb = bench_embedding(args.n, args.batch_size, args.blocks)
-        print(f"embedding: bare {emb['bare_texts_per_s']} texts/s, scorer {emb['scorer_texts_per_s']} texts/s, "
-              f"overhead {emb['overhead_wall_pct']} % wall, {emb['overhead_cpu_pct']} % CPU", flush=True)
+        print(
+            f"embedding: bare {emb['bare_texts_per_s']} texts/s, scorer {emb['scorer_texts_per_s']} texts/s, "
+            f"overhead {emb['overhead_wall_pct']} % wall, {emb['overhead_cpu_pct']} % CPU",
+            flush=True,
+        )
     if not args.skip_curation:
         print(f"curation: {args.candidates} candidates", flush=True)
         summary["curation"] = bench_curation(args.candidates)

@@ -40,8 +40,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise LuneError(f"{path}: config file not found")
     if path.is_dir():
-        raise LuneError(f"{path}: is a folder, not a config file; give the path of a YAML file "
-                        "(e.g. configs/rwku.yaml)")
+        raise LuneError(
+            f"{path}: is a folder, not a config file; give the path of a YAML file (e.g. configs/rwku.yaml)"
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as err:

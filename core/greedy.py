@@ -12,8 +12,9 @@ from typing import Any
 from lune.core.prompt_format import render_prompt
 
 
-def greedy_complete(model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 48,
-                    batch_size: int = 32) -> list[str]:
+def greedy_complete(
+    model: Any, tokenizer: Any, prompts: Sequence[str], *, max_new_tokens: int = 48, batch_size: int = 32
+) -> list[str]:
     """Greedy continuations of ``prompts`` (text after the prompt, special tokens removed)."""
     import torch
 

@@ -15,8 +15,6 @@ from typing import Any
 import numpy as np
 
 
-
-
 @dataclass(frozen=True)
 class TokenStats:
     """Per scored token of one text: ``logprobs[t] = log p(x_t | x_<t)``, and the mean ``mu[t]`` and
@@ -35,8 +33,17 @@ class TokenStats:
         """``(1/T) sum_t log p(x_t)``: minus the mean NLL."""
         return float(self.logprobs.mean()) if self.n_tokens else float("nan")
 
-def completion_stats(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], *,
-                     batch_size: int = 16, max_length: int = 512, distribution: bool = True) -> list[TokenStats]:
+
+def completion_stats(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    completions: Sequence[str],
+    *,
+    batch_size: int = 16,
+    max_length: int = 512,
+    distribution: bool = True,
+) -> list[TokenStats]:
     """:class:`TokenStats` of each ``completion`` given its ``prompt``.
 
     The prompt is tokenised with the tokenizer's special tokens (BOS), the completion without, and
@@ -89,16 +96,21 @@ def completion_stats(model: Any, tokenizer: Any, prompts: Sequence[str], complet
             for i, (ids, head_len) in enumerate(rows):
                 # completion token k sits at position head_len + k; it is predicted from position - 1
                 lo, hi = max(head_len - 1, 0), len(ids) - 1
-                out[batch_rows[i]] = TokenStats(token_lp[i, lo:hi].astype(np.float64), mu[i, lo:hi].astype(np.float64),
-                                                sigma[i, lo:hi].astype(np.float64))
+                out[batch_rows[i]] = TokenStats(
+                    token_lp[i, lo:hi].astype(np.float64),
+                    mu[i, lo:hi].astype(np.float64),
+                    sigma[i, lo:hi].astype(np.float64),
+                )
     finally:
         if was_training:
             model.train()
     return [s for s in out if s is not None]
 
 
-def mean_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str],
-                  **kwargs: Any) -> list[float]:
+def mean_logprobs(
+    model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], **kwargs: Any
+) -> list[float]:
     """Length-normalised log-likelihood ``(1/|c|) sum_t log p(c_t | prompt, c_<t)`` of each completion."""
-    return [s.mean_logprob for s in completion_stats(model, tokenizer, prompts, completions, distribution=False,
-                                                     **kwargs)]
+    return [
+        s.mean_logprob for s in completion_stats(model, tokenizer, prompts, completions, distribution=False, **kwargs)
+    ]

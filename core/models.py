@@ -54,8 +54,10 @@ def _check_model_dir(path: str | Path, what: str) -> None:
     if not p.is_dir():
         raise LuneError(f"{what} {p}: no such directory")
     if not (p / "config.json").exists() and not is_adapter_dir(p):
-        raise LuneError(f"{what} {p}: neither a model (config.json) nor a PEFT adapter (adapter_config.json); "
-                        "pass a directory written by `lune teach` or `lune unlearn`")
+        raise LuneError(
+            f"{what} {p}: neither a model (config.json) nor a PEFT adapter (adapter_config.json); "
+            "pass a directory written by `lune teach` or `lune unlearn`"
+        )
 
 
 def model_specs(base_model: str | Path, adapters: Mapping[str, str | Path | None]) -> list[ModelSpec]:

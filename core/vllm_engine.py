@@ -44,11 +44,23 @@ def model_max_len(path: str) -> int | None:
     return int(value) if value else None
 
 
-def engine_options(model: str, *, on_cpu: bool, enable_lora: bool = False, adapters: Sequence[str] = (),
-                   max_lora_rank: int | None = None, max_loras: int = 2, tensor_parallel_size: int = 1,
-                   dtype: str | None = None, max_model_len: int | None = None, gpu_memory_utilization: float = 0.85,
-                   enable_prefix_caching: bool = True, seed: int = 0, structured_outputs_backend: str = "xgrammar",
-                   engine_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+def engine_options(
+    model: str,
+    *,
+    on_cpu: bool,
+    enable_lora: bool = False,
+    adapters: Sequence[str] = (),
+    max_lora_rank: int | None = None,
+    max_loras: int = 2,
+    tensor_parallel_size: int = 1,
+    dtype: str | None = None,
+    max_model_len: int | None = None,
+    gpu_memory_utilization: float = 0.85,
+    enable_prefix_caching: bool = True,
+    seed: int = 0,
+    structured_outputs_backend: str = "xgrammar",
+    engine_kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The ``vllm.LLM`` arguments for ``model`` (a local folder).
 
     ``max_lora_rank``: default the highest rank of ``adapters`` (16 for one that names none), rounded
@@ -74,8 +86,11 @@ def engine_options(model: str, *, on_cpu: bool, enable_lora: bool = False, adapt
         kwargs["gpu_memory_utilization"] = gpu_memory_utilization
     if enable_lora:
         rank = max_lora_rank or max((adapter_rank(a) or DEFAULT_LORA_RANK for a in adapters), default=DEFAULT_LORA_RANK)
-        kwargs.update(enable_lora=True, max_loras=max_loras,
-                      max_lora_rank=next((r for r in LORA_RANKS if r >= rank), LORA_RANKS[-1]))
+        kwargs.update(
+            enable_lora=True,
+            max_loras=max_loras,
+            max_lora_rank=next((r for r in LORA_RANKS if r >= rank), LORA_RANKS[-1]),
+        )
     kwargs.update(engine_kwargs or {})
     return kwargs
 
@@ -98,8 +113,9 @@ class VLLMEngine:
         if adapter is None:
             return None
         if not self.enable_lora:
-            raise LuneError("vllm: an adapter was asked for but the engine was built without LoRA; "
-                            "build it with enable_lora=True")
+            raise LuneError(
+                "vllm: an adapter was asked for but the engine was built without LoRA; build it with enable_lora=True"
+            )
         if not Path(adapter).exists():
             raise LuneError(f"vllm: adapter folder {adapter} not found")
         from vllm.lora.request import LoRARequest
@@ -108,14 +124,17 @@ class VLLMEngine:
             self._lora_ids[adapter] = len(self._lora_ids) + 1
         return LoRARequest(f"adapter{self._lora_ids[adapter]}", self._lora_ids[adapter], adapter)
 
-    def greedy(self, prompts: Sequence[str], *, max_tokens: int = 48, stop: Sequence[str] = (),
-               adapter: str | None = None) -> list[str]:
+    def greedy(
+        self, prompts: Sequence[str], *, max_tokens: int = 48, stop: Sequence[str] = (), adapter: str | None = None
+    ) -> list[str]:
         """Greedy continuations of ``prompts`` (stripped, as :func:`lune.core.greedy.greedy_complete`),
         all in one engine call; ``adapter``: a PEFT LoRA folder, or None for the base model."""
         from vllm import SamplingParams
 
-        params = [SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=max_tokens, stop=list(stop) or None)
-                  for _ in prompts]
+        params = [
+            SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=max_tokens, stop=list(stop) or None)
+            for _ in prompts
+        ]
         outputs = self.llm.generate(list(prompts), params, use_tqdm=False, lora_request=self.lora_request(adapter))
         return [output.outputs[0].text.strip() if output.outputs else "" for output in outputs]
 

@@ -22,8 +22,9 @@ def _in_list(values: Sequence[Any]) -> str:
     return ", ".join("?" for _ in values)
 
 
-def decide_verdicts(store: Store, set_id: str, policies: dict[str, dict[str, Any]], splits: Sequence[str],
-                    *, span_answer_words: int = 3) -> None:
+def decide_verdicts(
+    store: Store, set_id: str, policies: dict[str, dict[str, Any]], splits: Sequence[str], *, span_answer_words: int = 3
+) -> None:
     """(Re)write the gate-and-rank verdicts of ``set_id``: one row per candidate of the facts in
     ``splits``, plus one per dataset eval probe that is not already a candidate.
 
@@ -38,9 +39,17 @@ def decide_verdicts(store: Store, set_id: str, policies: dict[str, dict[str, Any
     values, params = [], []
     for kind, p in policies.items():
         values.append("(?, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::BOOLEAN, ?::INTEGER)")
-        params += [kind, p.get("min_similarity"), p.get("max_similarity"), p.get("max_answer_leak"),
-                   p.get("min_contradiction"), p.get("min_fluency"), p.get("min_quality"),
-                   bool(p.get("drop_duplicates", True)), p.get("top_k")]
+        params += [
+            kind,
+            p.get("min_similarity"),
+            p.get("max_similarity"),
+            p.get("max_answer_leak"),
+            p.get("min_contradiction"),
+            p.get("min_fluency"),
+            p.get("min_quality"),
+            bool(p.get("drop_duplicates", True)),
+            p.get("top_k"),
+        ]
     splits = list(splits)
     store.execute(
         f"""
@@ -137,12 +146,15 @@ def assign_roles(store: Store, set_id: str, updates: Sequence[dict[str, Any]]) -
     """Apply (candidate_id, keep, reason, role) decisions of the train / eval split."""
     if not updates:
         return
-    with store.temporary_view({
-        "candidate_id": pa.array([u["candidate_id"] for u in updates], pa.string()),
-        "keep": pa.array([bool(u["keep"]) for u in updates], pa.bool_()),
-        "reason": pa.array([u["reason"] for u in updates], pa.string()),
-        "role": pa.array([u["role"] for u in updates], pa.string()),
-    }, "roles") as view:
+    with store.temporary_view(
+        {
+            "candidate_id": pa.array([u["candidate_id"] for u in updates], pa.string()),
+            "keep": pa.array([bool(u["keep"]) for u in updates], pa.bool_()),
+            "reason": pa.array([u["reason"] for u in updates], pa.string()),
+            "role": pa.array([u["role"] for u in updates], pa.string()),
+        },
+        "roles",
+    ) as view:
         store.execute(
             f"""UPDATE candidate_verdicts v SET keep = u.keep, reason = u.reason, role = u.role
                 FROM "{view}" u WHERE v.set_id = ? AND v.candidate_id = u.candidate_id""",
@@ -154,10 +166,14 @@ def verdict_counts(store: Store, set_id: str) -> dict[str, Any]:
     """Kept per kind and role, dropped per reason, and the number of facts of a set's verdicts."""
     kept = store.query(
         """SELECT kind, role, count(*) AS n FROM candidate_verdicts WHERE set_id = ? AND keep
-           GROUP BY ALL ORDER BY kind, role""", [set_id])
+           GROUP BY ALL ORDER BY kind, role""",
+        [set_id],
+    )
     dropped = store.query(
         """SELECT reason, count(*) AS n FROM candidate_verdicts WHERE set_id = ? AND NOT keep
-           GROUP BY ALL ORDER BY n DESC, reason""", [set_id])
+           GROUP BY ALL ORDER BY n DESC, reason""",
+        [set_id],
+    )
     return {
         "kept": {f"{r['kind']}:{r['role']}": r["n"] for r in kept},
         "dropped": {r["reason"]: r["n"] for r in dropped},
@@ -191,9 +207,14 @@ def scope_fact_count(store: Store, splits: Sequence[str]) -> int:
 
 def items_fingerprint(store: Store, set_id: str) -> str:
     """Hash of a set's kept items and their roles (two curations that keep the same are one version)."""
-    return store.scalar(
-        """SELECT coalesce(md5(string_agg(candidate_id || ':' || role, ',' ORDER BY candidate_id)), '')
-           FROM candidate_verdicts WHERE set_id = ? AND keep""", [set_id]) or ""
+    return (
+        store.scalar(
+            """SELECT coalesce(md5(string_agg(candidate_id || ':' || role, ',' ORDER BY candidate_id)), '')
+           FROM candidate_verdicts WHERE set_id = ? AND keep""",
+            [set_id],
+        )
+        or ""
+    )
 
 
 def latest_set(store: Store, name: str) -> dict[str, Any] | None:
@@ -216,11 +237,21 @@ def set_names(store: Store) -> list[dict[str, Any]]:
     return store.query("SELECT name, max(version) AS latest FROM curated_sets GROUP BY name ORDER BY name")
 
 
-def save_set(store: Store, *, set_id: str, name: str, version: int, policy: dict[str, Any], counts: dict[str, Any],
-             run_id: str | None) -> None:
+def save_set(
+    store: Store,
+    *,
+    set_id: str,
+    name: str,
+    version: int,
+    policy: dict[str, Any],
+    counts: dict[str, Any],
+    run_id: str | None,
+) -> None:
     """Write the ``curated_sets`` row and the kept items of ``set_id`` as ``curated_items``."""
-    store.insert("curated_sets", [{"set_id": set_id, "name": name, "version": version, "policy": policy,
-                                   "counts": counts, "run_id": run_id}])
+    store.insert(
+        "curated_sets",
+        [{"set_id": set_id, "name": name, "version": version, "policy": policy, "counts": counts, "run_id": run_id}],
+    )
     store.execute(
         """INSERT OR IGNORE INTO curated_items (set_id, candidate_id, fact_id, role, kind)
            SELECT set_id, candidate_id, fact_id, role, kind FROM candidate_verdicts WHERE set_id = ? AND keep""",
@@ -328,8 +359,12 @@ def score_histograms(store: Store, set_id: str, bins: int = 10) -> dict[str, lis
     for r in rows:
         width = (r["hi"] - r["lo"]) / bins if r["hi"] > r["lo"] else 0.0
         out.setdefault(r["scorer"], []).append(
-            {"low": r["lo"] + r["bin"] * width, "high": r["lo"] + (r["bin"] + 1) * width if width else r["hi"],
-             "n": r["n"]})
+            {
+                "low": r["lo"] + r["bin"] * width,
+                "high": r["lo"] + (r["bin"] + 1) * width if width else r["hi"],
+                "n": r["n"],
+            }
+        )
     return out
 
 

@@ -33,16 +33,19 @@ def facts_by_id(store: Store, fact_ids: Sequence[str]) -> list[dict[str, Any]]:
     """Facts with the given ids (any split), in id order."""
     if not fact_ids:
         return []
-    return store.query(f"SELECT {FACT_COLUMNS} FROM facts f WHERE f.fact_id IN (SELECT unnest(?)) ORDER BY f.fact_id",
-                       [list(fact_ids)])
+    return store.query(
+        f"SELECT {FACT_COLUMNS} FROM facts f WHERE f.fact_id IN (SELECT unnest(?)) ORDER BY f.fact_id", [list(fact_ids)]
+    )
 
 
 def facts_of_split(store: Store, split: str, *, neighbor: bool | None = None) -> list[dict[str, Any]]:
     """Facts of ``split``; ``neighbor=True`` keeps only RWKU neighbor facts (group ``neighbor_level*``),
     ``False`` leaves them out, ``None`` takes all."""
-    condition = {True: f"AND f.group_name LIKE '{NEIGHBOR_GROUP}'",
-                 False: f"AND (f.group_name IS NULL OR f.group_name NOT LIKE '{NEIGHBOR_GROUP}')",
-                 None: ""}[neighbor]
+    condition = {
+        True: f"AND f.group_name LIKE '{NEIGHBOR_GROUP}'",
+        False: f"AND (f.group_name IS NULL OR f.group_name NOT LIKE '{NEIGHBOR_GROUP}')",
+        None: "",
+    }[neighbor]
     return store.query(f"SELECT {FACT_COLUMNS} FROM facts f WHERE f.split = ? {condition} ORDER BY f.fact_id", [split])
 
 
@@ -59,7 +62,9 @@ def fact_probes(store: Store, kinds: Sequence[str], fact_ids: Sequence[str]) -> 
     )
 
 
-def subject_probes(store: Store, kinds: Sequence[str], subjects: Sequence[str], corpora: Sequence[str]) -> list[dict[str, Any]]:
+def subject_probes(
+    store: Store, kinds: Sequence[str], subjects: Sequence[str], corpora: Sequence[str]
+) -> list[dict[str, Any]]:
     """Dataset probes tied to a subject only (no fact: RWKU adversarial queries and MIA texts) whose
     subject is one of ``subjects`` within ``corpora``."""
     if not subjects or not kinds:
@@ -86,7 +91,9 @@ def corpus_probes(store: Store, kind: str, corpora: Sequence[str]) -> list[dict[
 # -- writing results ---------------------------------------------------------------------------
 
 
-def write_results(store: Store, results: Sequence[Mapping[str, Any]], items: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+def write_results(
+    store: Store, results: Sequence[Mapping[str, Any]], items: Sequence[Mapping[str, Any]]
+) -> tuple[int, int]:
     """Store ``eval_results`` and ``eval_items`` rows together (a rerun of the same run replaces them)."""
     with store.transaction():
         n_results = store.insert("eval_results", list(results), replace=True)
@@ -98,13 +105,16 @@ def write_results(store: Store, results: Sequence[Mapping[str, Any]], items: Seq
 
 
 def run_row(store: Store, run_id: str) -> dict[str, Any]:
-    rows = store.query("SELECT run_id, kind, status, config, metrics, artefacts, started_at, finished_at "
-                       "FROM runs WHERE run_id = ?", [run_id])
+    rows = store.query(
+        "SELECT run_id, kind, status, config, metrics, artefacts, started_at, finished_at FROM runs WHERE run_id = ?",
+        [run_id],
+    )
     if not rows:
-        recent = [r["run_id"] for r in store.query(
-            "SELECT DISTINCT run_id FROM eval_results ORDER BY run_id LIMIT 10")]
-        raise LuneError(f"no run {run_id!r} in {store.path}; runs with evaluation results: "
-                        f"{', '.join(recent) or 'none (run `lune evaluate`)'}")
+        recent = [r["run_id"] for r in store.query("SELECT DISTINCT run_id FROM eval_results ORDER BY run_id LIMIT 10")]
+        raise LuneError(
+            f"no run {run_id!r} in {store.path}; runs with evaluation results: "
+            f"{', '.join(recent) or 'none (run `lune evaluate`)'}"
+        )
     row = rows[0]
     for key in ("config", "metrics", "artefacts"):
         row[key] = json.loads(row[key]) if row[key] else {}
@@ -120,8 +130,10 @@ def run_results(store: Store, run_id: str) -> list[dict[str, Any]]:
 
 
 def run_items(store: Store, run_id: str, probe_sets: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    sql = ("SELECT model_label, method, probe_set, fact_id, probe_id, attack_type, prompt, expected, generation, "
-           "verdict, score, detail FROM eval_items WHERE run_id = ?")
+    sql = (
+        "SELECT model_label, method, probe_set, fact_id, probe_id, attack_type, prompt, expected, generation, "
+        "verdict, score, detail FROM eval_items WHERE run_id = ?"
+    )
     params: list[Any] = [run_id]
     if probe_sets is not None:
         sql += " AND probe_set IN (SELECT unnest(?))"
@@ -139,5 +151,6 @@ def run_leaks(store: Store, run_id: str, limit: int = 20) -> list[dict[str, Any]
 
 
 def latest_evaluate_run(store: Store) -> str | None:
-    return store.scalar("SELECT run_id FROM runs WHERE kind = 'evaluate' AND status = 'completed' "
-                        "ORDER BY finished_at DESC LIMIT 1")
+    return store.scalar(
+        "SELECT run_id FROM runs WHERE kind = 'evaluate' AND status = 'completed' ORDER BY finished_at DESC LIMIT 1"
+    )

@@ -69,8 +69,16 @@ def curated_rows(store: Store, set_name_or_id: str, version: int | None = None) 
     negatives: dict[str, list[dict[str, Any]]] = {}
     refusals: dict[str, list[dict[str, Any]]] = {}
     for t in targets:
-        train.append({"fact_id": t["fact_id"], "prompt": t["question"], "target": t["text"],
-                      "target_kind": t["kind"], "prompt_kind": "question", "candidate_id": t["candidate_id"]})
+        train.append(
+            {
+                "fact_id": t["fact_id"],
+                "prompt": t["question"],
+                "target": t["text"],
+                "target_kind": t["kind"],
+                "prompt_kind": "question",
+                "candidate_id": t["candidate_id"],
+            }
+        )
         (negatives if t["kind"] == "negative" else refusals).setdefault(t["fact_id"], []).append(t)
     turn: dict[str, int] = {}
     for p in q.set_train_prompts(store, set_id):
@@ -80,8 +88,16 @@ def curated_rows(store: Store, set_name_or_id: str, version: int | None = None) 
         i = turn.get(p["fact_id"], 0)
         turn[p["fact_id"]] = i + 1
         target = pool[i % len(pool)]
-        train.append({"fact_id": p["fact_id"], "prompt": p["text"], "target": target["text"],
-                      "target_kind": target["kind"], "prompt_kind": p["kind"], "candidate_id": p["candidate_id"]})
+        train.append(
+            {
+                "fact_id": p["fact_id"],
+                "prompt": p["text"],
+                "target": target["text"],
+                "target_kind": target["kind"],
+                "prompt_kind": p["kind"],
+                "candidate_id": p["candidate_id"],
+            }
+        )
 
     eval_rows = [{k: r[k] for k in SPLIT_COLUMNS["eval"]} for r in q.set_eval_items(store, set_id)]
     below = [r["fact_id"] for r in info["counts"].get("below_minimum", [])]
@@ -95,12 +111,14 @@ def _arrow(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> pa.Table:
 
 def _histogram_text(hist: list[dict[str, Any]], width: int = 30) -> str:
     top = max((h["n"] for h in hist), default=0) or 1
-    return "\n".join(f"  [{h['low']:7.3f}, {h['high']:7.3f})  {h['n']:>7}  {'#' * max(1, round(h['n'] / top * width))}"
-                     for h in hist)
+    return "\n".join(
+        f"  [{h['low']:7.3f}, {h['high']:7.3f})  {h['n']:>7}  {'#' * max(1, round(h['n'] / top * width))}" for h in hist
+    )
 
 
-def dataset_card(info: dict[str, Any], rows: dict[str, list[dict[str, Any]]],
-                 histograms: dict[str, list[dict[str, Any]]]) -> str:
+def dataset_card(
+    info: dict[str, Any], rows: dict[str, list[dict[str, Any]]], histograms: dict[str, list[dict[str, Any]]]
+) -> str:
     counts = info["counts"]
     lines = [
         f"# Curated set `{info['name']}` version {info['version']}",
@@ -134,8 +152,11 @@ def dataset_card(info: dict[str, Any], rows: dict[str, list[dict[str, Any]]],
     below = counts.get("below_minimum", [])
     if below:
         lines += ["", "| fact below the minimum | kept targets | top drop reason | question |", "|---|---|---|---|"]
-        lines += [f"| {b['fact_id']} | {b['kept_targets']} | {b.get('top_drop_reason') or ''} | "
-                  f"{(b.get('question') or '').replace('|', '/')[:80]} |" for b in below[:50]]
+        lines += [
+            f"| {b['fact_id']} | {b['kept_targets']} | {b.get('top_drop_reason') or ''} | "
+            f"{(b.get('question') or '').replace('|', '/')[:80]} |"
+            for b in below[:50]
+        ]
         if len(below) > 50:
             lines.append(f"| ... {len(below) - 50} more (see curated_sets.counts) | | | |")
     lines += ["", "## Score histograms (kept candidates)", ""]
@@ -156,8 +177,10 @@ def export_set(store: Store, set_name_or_id: str, out_dir: str | Path, version: 
     out = Path(out_dir)
     blocking = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
     if blocking is not None:
-        raise LuneError(f"{out}: the export writes a folder (hf/, parquet/, README.md), but {blocking} is a "
-                        "file; give --out a folder path (a new one is created), and the file is left as it is")
+        raise LuneError(
+            f"{out}: the export writes a folder (hf/, parquet/, README.md), but {blocking} is a "
+            "file; give --out a folder path (a new one is created), and the file is left as it is"
+        )
     (out / "parquet").mkdir(parents=True, exist_ok=True)
     tables = {split: _arrow(rows[split], cols) for split, cols in SPLIT_COLUMNS.items()}
     for split, table in tables.items():
@@ -166,5 +189,10 @@ def export_set(store: Store, set_name_or_id: str, out_dir: str | Path, version: 
     dsd.save_to_disk(str(out / "hf"))
     card = dataset_card(info, rows, q.score_histograms(store, set_id))
     (out / "README.md").write_text(card, encoding="utf-8")
-    return {"set_id": set_id, "name": info["name"], "version": info["version"], "out": str(out),
-            "rows": {split: len(r) for split, r in rows.items()}}
+    return {
+        "set_id": set_id,
+        "name": info["name"],
+        "version": info["version"],
+        "out": str(out),
+        "rows": {split: len(r) for split, r in rows.items()},
+    }

@@ -51,11 +51,14 @@ def corpus_facts(store: Store, corpora: Iterable[str]) -> list[dict[str, Any]]:
         return []
     return store.query(
         "SELECT fact_id, subject, question, answer, key_span FROM facts "
-        "WHERE list_contains(?, corpus) ORDER BY fact_id", [corpora])
+        "WHERE list_contains(?, corpus) ORDER BY fact_id",
+        [corpora],
+    )
 
 
-def probes_for_facts(store: Store, fact_ids: Sequence[str],
-                     kinds: Sequence[str] = CANDIDATE_PROBE_KINDS) -> dict[str, list[dict[str, Any]]]:
+def probes_for_facts(
+    store: Store, fact_ids: Sequence[str], kinds: Sequence[str] = CANDIDATE_PROBE_KINDS
+) -> dict[str, list[dict[str, Any]]]:
     """Dataset probes of ``kinds`` for each fact, as ``{fact_id: [probe, ...]}``.
 
     A probe tied to a subject only (an RWKU negative text; an RWKU attack whose query is not a
@@ -110,8 +113,21 @@ def record_batch(store: Store, record: Mapping[str, Any]) -> None:
     """Mark a batch complete (written in the same transaction as its candidates)."""
     row = dict(record)
     row["fact_ids"] = json.dumps(list(row["fact_ids"]))
-    columns = ["batch_id", "run_id", "generator", "model", "batch_index", "facts", "fact_ids", "requests",
-               "outputs", "candidates", "new_candidates", "rejected", "seconds"]
+    columns = [
+        "batch_id",
+        "run_id",
+        "generator",
+        "model",
+        "batch_index",
+        "facts",
+        "fact_ids",
+        "requests",
+        "outputs",
+        "candidates",
+        "new_candidates",
+        "rejected",
+        "seconds",
+    ]
     store.execute(
         f"INSERT OR REPLACE INTO generation_batches ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
         [row.get(c) for c in columns],
@@ -126,4 +142,3 @@ def batch_records(store: Store, run_id: str | None = None) -> list[dict[str, Any
         sql += " WHERE run_id = ?"
         params.append(run_id)
     return store.query(sql + " ORDER BY completed_at, batch_index", params)
-

@@ -27,16 +27,37 @@ from lune.data.loaders import load_source
 from lune.data.loaders.common import LoadedFile, Problem
 from lune.data.store import Store
 
-FACT_SCHEMA = pa.schema([
-    ("fact_id", pa.string()), ("corpus", pa.string()), ("source_file", pa.string()), ("source_line", pa.int32()),
-    ("subject", pa.string()), ("question", pa.string()), ("answer", pa.string()), ("key_span", pa.string()),
-    ("key_span_source", pa.string()), ("split", pa.string()), ("group_name", pa.string()), ("extra", pa.string()),
-])
-PROBE_SCHEMA = pa.schema([
-    ("probe_id", pa.string()), ("fact_id", pa.string()), ("corpus", pa.string()), ("subject", pa.string()),
-    ("kind", pa.string()), ("text", pa.string()), ("answer", pa.string()), ("attack_type", pa.string()),
-    ("source_file", pa.string()), ("source_line", pa.int32()), ("extra", pa.string()),
-])
+FACT_SCHEMA = pa.schema(
+    [
+        ("fact_id", pa.string()),
+        ("corpus", pa.string()),
+        ("source_file", pa.string()),
+        ("source_line", pa.int32()),
+        ("subject", pa.string()),
+        ("question", pa.string()),
+        ("answer", pa.string()),
+        ("key_span", pa.string()),
+        ("key_span_source", pa.string()),
+        ("split", pa.string()),
+        ("group_name", pa.string()),
+        ("extra", pa.string()),
+    ]
+)
+PROBE_SCHEMA = pa.schema(
+    [
+        ("probe_id", pa.string()),
+        ("fact_id", pa.string()),
+        ("corpus", pa.string()),
+        ("subject", pa.string()),
+        ("kind", pa.string()),
+        ("text", pa.string()),
+        ("answer", pa.string()),
+        ("attack_type", pa.string()),
+        ("source_file", pa.string()),
+        ("source_line", pa.int32()),
+        ("extra", pa.string()),
+    ]
+)
 
 Sources = IngestSource | IngestConfig | Mapping[str, Any] | Sequence[IngestSource | Mapping[str, Any]]
 
@@ -71,11 +92,15 @@ class IngestResult:
             parts.append(f"{self.duplicates} repeated in the input")
         if self.invalid:
             parts.append(f"{self.invalid} invalid rows skipped ({self.rejections} new rejections rows)")
-        text = (f"ingested {', '.join(parts)} from {self.files} files ({self.rows_read} rows read) "
-                f"in {self.seconds:.1f} s; run {self.run_id}")
+        text = (
+            f"ingested {', '.join(parts)} from {self.files} files ({self.rows_read} rows read) "
+            f"in {self.seconds:.1f} s; run {self.run_id}"
+        )
         if self.split_conflicts:
-            text += (f"\nwarning: {self.split_conflicts} facts were already stored under another split and keep "
-                     "it; ingest into another --db or --corpus to keep benchmark splits apart")
+            text += (
+                f"\nwarning: {self.split_conflicts} facts were already stored under another split and keep "
+                "it; ingest into another --db or --corpus to keep benchmark splits apart"
+            )
         return text
 
 
@@ -101,8 +126,15 @@ def read_sources(sources: Iterable[IngestSource], *, progress: bool = False) -> 
     return [(source, loaded) for source in sources for loaded in load_source(source, progress=progress)]
 
 
-def ingest(store: Store, sources: Sources, *, run_id: str | None = None, parent_run_id: str | None = None,
-           skip_invalid: bool | None = None, progress: bool = False) -> IngestResult:
+def ingest(
+    store: Store,
+    sources: Sources,
+    *,
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+    skip_invalid: bool | None = None,
+    progress: bool = False,
+) -> IngestResult:
     """Ingest ``sources`` into ``store`` as one run (see the module docstring).
 
     ``skip_invalid`` overrides the sources' own setting (the CLI's ``--skip-invalid``). Raises
@@ -115,8 +147,13 @@ def ingest(store: Store, sources: Sources, *, run_id: str | None = None, parent_
         result = IngestResult(run_id=run.run_id)
         try:
             files = read_sources(source_list, progress=progress)
-            _raise_first_problem([loaded for source, loaded in files
-                                  if not (skip_invalid if skip_invalid is not None else source.skip_invalid)])
+            _raise_first_problem(
+                [
+                    loaded
+                    for source, loaded in files
+                    if not (skip_invalid if skip_invalid is not None else source.skip_invalid)
+                ]
+            )
             seen_facts: set[str] = set()
             seen_probes: set[str] = set()
             for _, loaded in files:
@@ -132,27 +169,43 @@ def _raise_first_problem(files: list[LoadedFile]) -> None:
         return
     first = problems[0]
     more = len(problems) - 1
-    hint = (f" ({more} more bad rows; nothing was stored: fix them, or rerun with --skip-invalid "
-            "to store the good rows and record the bad ones in the rejections table)" if more else
-            " (nothing was stored: fix it, or rerun with --skip-invalid to store the good rows "
-            "and record the bad one in the rejections table)")
+    hint = (
+        f" ({more} more bad rows; nothing was stored: fix them, or rerun with --skip-invalid "
+        "to store the good rows and record the bad ones in the rejections table)"
+        if more
+        else " (nothing was stored: fix it, or rerun with --skip-invalid to store the good rows "
+        "and record the bad one in the rejections table)"
+    )
     raise Problem(first.source, first.line, first.field, first.problem + hint).error()
 
 
-def _write_file(store: Store, loaded: LoadedFile, run_id: str, result: IngestResult, seen_facts: set[str],
-                seen_probes: set[str]) -> None:
+def _write_file(
+    store: Store, loaded: LoadedFile, run_id: str, result: IngestResult, seen_facts: set[str], seen_probes: set[str]
+) -> None:
     facts = _unique(loaded.facts, "fact_id", seen_facts)
     probes = _unique(loaded.probes, "probe_id", seen_probes)
     duplicates = len(loaded.facts) - len(facts) + len(loaded.probes) - len(probes)
     with store.transaction():
         new_facts = store.insert("facts", _arrow(facts, FACT_SCHEMA)) if facts else 0
         new_probes = store.insert("probes", _arrow(probes, PROBE_SCHEMA)) if probes else 0
-        new_rejections = store.reject([
-            {"run_id": run_id, "stage": "ingest", "source": p.source,
-             "location": str(p.line) if p.line is not None else None, "field": p.field, "reason": p.problem,
-             "payload": p.payload}
-            for p in loaded.problems
-        ]) if loaded.problems else 0
+        new_rejections = (
+            store.reject(
+                [
+                    {
+                        "run_id": run_id,
+                        "stage": "ingest",
+                        "source": p.source,
+                        "location": str(p.line) if p.line is not None else None,
+                        "field": p.field,
+                        "reason": p.problem,
+                        "payload": p.payload,
+                    }
+                    for p in loaded.problems
+                ]
+            )
+            if loaded.problems
+            else 0
+        )
     skipped = len(facts) - new_facts + len(probes) - new_probes
     conflicts = 0
     if len(facts) > new_facts:
@@ -169,15 +222,25 @@ def _write_file(store: Store, loaded: LoadedFile, run_id: str, result: IngestRes
     result.skipped_existing += skipped
     result.duplicates += duplicates
     result.split_conflicts += conflicts
-    result.per_file.append({"file": loaded.path, "facts": new_facts, "probes": new_probes,
-                            "invalid": len(loaded.problems), "skipped_existing": skipped,
-                            "duplicates": duplicates, "split_conflicts": conflicts})
+    result.per_file.append(
+        {
+            "file": loaded.path,
+            "facts": new_facts,
+            "probes": new_probes,
+            "invalid": len(loaded.problems),
+            "skipped_existing": skipped,
+            "duplicates": duplicates,
+            "split_conflicts": conflicts,
+        }
+    )
 
 
 def _arrow(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
     """Rows to an Arrow table, column by column (faster than ``Table.from_pylist``)."""
-    return pa.table({name: pa.array([row[name] for row in rows], type=schema.field(name).type)
-                     for name in schema.names}, schema=schema)
+    return pa.table(
+        {name: pa.array([row[name] for row in rows], type=schema.field(name).type) for name in schema.names},
+        schema=schema,
+    )
 
 
 def _unique(rows: list[dict[str, Any]], key: str, seen: set[str]) -> list[dict[str, Any]]:

@@ -12,8 +12,9 @@ def stored_splits(store: Store, fact_ids: Sequence[str]) -> dict[str, str]:
     """The split each of ``fact_ids`` already has in the store (absent ids are left out)."""
     if not fact_ids:
         return {}
-    rows = store.query("SELECT fact_id, split FROM facts WHERE fact_id IN (SELECT unnest(?::VARCHAR[]))",
-                       [list(fact_ids)])
+    rows = store.query(
+        "SELECT fact_id, split FROM facts WHERE fact_id IN (SELECT unnest(?::VARCHAR[]))", [list(fact_ids)]
+    )
     return {row["fact_id"]: row["split"] for row in rows}
 
 
@@ -41,8 +42,10 @@ def rejections_by_stage(store: Store) -> list[dict[str, Any]]:
 
 def runs_by_status(store: Store) -> list[dict[str, Any]]:
     """Stage runs per kind and status (``abandoned``: its process died without closing it)."""
-    return store.query("SELECT kind, status, count(*) AS runs, max(started_at) AS last_started FROM runs "
-                       "GROUP BY ALL ORDER BY kind, status")
+    return store.query(
+        "SELECT kind, status, count(*) AS runs, max(started_at) AS last_started FROM runs "
+        "GROUP BY ALL ORDER BY kind, status"
+    )
 
 
 def open_runs(store: Store) -> list[dict[str, Any]]:

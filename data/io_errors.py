@@ -56,11 +56,13 @@ def _classify(err: BaseException) -> StorageError | None:
         return StorageError(
             f"{where}cannot write: the disk is full (or a file-size limit was reached). Free some space, or "
             "point --db / --out at a disk with room, then run the same command again: what was stored before "
-            "is kept")
+            "is kept"
+        )
     if denied:
         folder = Path(path).parent if path else "the folder"
         return StorageError(
             f"{where}cannot write: {folder} is read-only or not yours (DuckDB writes its log, <store>.wal, "
             "beside the store). Make the folder writable, or copy the store to a writable folder and point "
-            "--db at the copy; to only read it, use `lune sql` or `lune stats`. Nothing was changed")
+            "--db at the copy; to only read it, use `lune sql` or `lune stats`. Nothing was changed"
+        )
     return None

@@ -31,22 +31,211 @@ from functools import lru_cache
 # Words that carry no knowledge of their own. Kept small on purpose: a content word wrongly listed
 # here can never be a key span.
 STOPWORDS = frozenset(
-    """
-    a an the and or but nor so yet of in on at to for from by with as into onto upon about over under
-    after before during between through within without against among than then also too very just
-    is am are was were be been being has have had having do does did done can could will would shall
-    should may might must i me my mine we us our ours you your yours he him his she her hers they them
-    their theirs it its this that these those there here who whom whose which what when where why how
-    not no yes such both each either neither any some all most more many much other another same own
-    only well known one's himself herself themselves itself often primarily typically mainly usually
-    generally particularly especially notably currently indeed however therefore thus always never still
-    even already frequently commonly largely mostly highly deeply truly
-    """.split()
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "nor",
+        "so",
+        "yet",
+        "of",
+        "in",
+        "on",
+        "at",
+        "to",
+        "for",
+        "from",
+        "by",
+        "with",
+        "as",
+        "into",
+        "onto",
+        "upon",
+        "about",
+        "over",
+        "under",
+        "after",
+        "before",
+        "during",
+        "between",
+        "through",
+        "within",
+        "without",
+        "against",
+        "among",
+        "than",
+        "then",
+        "also",
+        "too",
+        "very",
+        "just",
+        "is",
+        "am",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "has",
+        "have",
+        "had",
+        "having",
+        "do",
+        "does",
+        "did",
+        "done",
+        "can",
+        "could",
+        "will",
+        "would",
+        "shall",
+        "should",
+        "may",
+        "might",
+        "must",
+        "i",
+        "me",
+        "my",
+        "mine",
+        "we",
+        "us",
+        "our",
+        "ours",
+        "you",
+        "your",
+        "yours",
+        "he",
+        "him",
+        "his",
+        "she",
+        "her",
+        "hers",
+        "they",
+        "them",
+        "their",
+        "theirs",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "who",
+        "whom",
+        "whose",
+        "which",
+        "what",
+        "when",
+        "where",
+        "why",
+        "how",
+        "not",
+        "no",
+        "yes",
+        "such",
+        "both",
+        "each",
+        "either",
+        "neither",
+        "any",
+        "some",
+        "all",
+        "most",
+        "more",
+        "many",
+        "much",
+        "other",
+        "another",
+        "same",
+        "own",
+        "only",
+        "well",
+        "known",
+        "one's",
+        "himself",
+        "herself",
+        "themselves",
+        "itself",
+        "often",
+        "primarily",
+        "typically",
+        "mainly",
+        "usually",
+        "generally",
+        "particularly",
+        "especially",
+        "notably",
+        "currently",
+        "indeed",
+        "however",
+        "therefore",
+        "thus",
+        "always",
+        "never",
+        "still",
+        "even",
+        "already",
+        "frequently",
+        "commonly",
+        "largely",
+        "mostly",
+        "highly",
+        "deeply",
+        "truly",
+    ]
 )
 # Words allowed inside a run when both neighbours are kept: they belong to names and titles.
-CONNECTORS = frozenset({"of", "the", "and", "de", "del", "della", "da", "di", "du", "des", "van", "von", "der",
-                        "den", "la", "le", "el", "al", "bin", "ibn", "y", "&", "-", "'s", "’s"})
-MONTHS = frozenset("january february march april may june july august september october november december".split())
+CONNECTORS = frozenset(
+    {
+        "of",
+        "the",
+        "and",
+        "de",
+        "del",
+        "della",
+        "da",
+        "di",
+        "du",
+        "des",
+        "van",
+        "von",
+        "der",
+        "den",
+        "la",
+        "le",
+        "el",
+        "al",
+        "bin",
+        "ibn",
+        "y",
+        "&",
+        "-",
+        "'s",
+        "’s",
+    }
+)
+MONTHS = frozenset(
+    [
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+    ]
+)
 
 # A token is a URL, an e-mail address, a word (letters/digits with inner hyphens, apostrophes,
 # slashes, dots or commas: "Al-Kuwaiti", "O'Brien", "08/09/1956", "R.R", "1,000"), or one
@@ -54,7 +243,7 @@ MONTHS = frozenset("january february march april may june july august september 
 _TOKEN = re.compile(r"https?://\S+[\w/]|\w+(?:['’\-./,+]\w+)*(?:@[\w-]+(?:\.[\w-]+)+)?|[^\w\s]")
 _TOKEN_SPLIT = re.compile(f"({_TOKEN.pattern})")
 _QUOTED = re.compile(r"[\"“]([^\"“”]{2,}?)[\"”]|(?<!\w)['‘]([^'‘’]{2,}?)['’](?!\w)")
-_SENTENCE_END = frozenset({".", "!", "?", ":", "\"", "“"})
+_SENTENCE_END = frozenset({".", "!", "?", ":", '"', "“"})
 
 # Candidate classes, best first.
 _IDENTIFIER, _TITLE, _NAME, _NUMBER, _WORDS = 4, 3, 2, 1, 0
@@ -76,8 +265,15 @@ def _info(token: str) -> tuple[bool, bool, str, bool, bool, bool, str]:
         norm = norm[:-2]
     elif norm.endswith("s") and len(norm) > 3 and not norm.endswith("ss"):
         norm = norm[:-1]
-    return (first.isalnum() or first == "_", folded in STOPWORDS, norm, first.isupper(),
-            any(c.isdigit() for c in token) or folded in MONTHS, folded in CONNECTORS, folded)
+    return (
+        first.isalnum() or first == "_",
+        folded in STOPWORDS,
+        norm,
+        first.isupper(),
+        any(c.isdigit() for c in token) or folded in MONTHS,
+        folded in CONNECTORS,
+        folded,
+    )
 
 
 def derive_key_span(question: str, answer: str) -> str:
@@ -114,9 +310,16 @@ def derive_key_span(question: str, answer: str) -> str:
     # Kept: a content word the question lacks; or one it has only in lower case, used here as a
     # proper noun ("Kuwait City" against "which city") and not merely capitalised as the first
     # word of a sentence.
-    kept = [i for i, info in enumerate(infos) if info[_WORD] and not info[_STOP] and (
-        info[_NORM] not in q_norms
-        or (info[_CAP] and i and texts[i - 1] not in _SENTENCE_END and info[_NORM] not in q_capitalised))]
+    kept = [
+        i
+        for i, info in enumerate(infos)
+        if info[_WORD]
+        and not info[_STOP]
+        and (
+            info[_NORM] not in q_norms
+            or (info[_CAP] and i and texts[i - 1] not in _SENTENCE_END and info[_NORM] not in q_capitalised)
+        )
+    ]
 
     for first, last in _runs(texts, infos, kept):
         if first == last:
@@ -132,8 +335,13 @@ def derive_key_span(question: str, answer: str) -> str:
 
     # Names: capitalised kept words (a sentence-initial one only when the next word is capitalised
     # too), with a number right before them ("88 Golden Gate Ave").
-    names = [i for i in kept if infos[i][_CAP] and infos[i][_FOLDED] not in MONTHS
-             and ((i and texts[i - 1] not in _SENTENCE_END) or (i + 1 < n and infos[i + 1][_CAP]))]
+    names = [
+        i
+        for i in kept
+        if infos[i][_CAP]
+        and infos[i][_FOLDED] not in MONTHS
+        and ((i and texts[i - 1] not in _SENTENCE_END) or (i + 1 < n and infos[i + 1][_CAP]))
+    ]
     if names:
         kept_set, name_set = set(kept), set(names)
         names = sorted(name_set | {i - 1 for i in names if i - 1 in kept_set and texts[i - 1].isdigit()})

@@ -14,8 +14,15 @@ from lune.data.ids import content_id
 
 # The attack families a probe or candidate may carry (RWKU level 3, Jin et al., 2024, section 3.3).
 ATTACK_TYPES: tuple[str, ...] = (
-    "prefix_injection", "affirmative_suffix", "role_play", "multiple_choice", "reverse_query",
-    "synonym_manipulation", "context_hint", "in_context_learning", "cross_lingual",
+    "prefix_injection",
+    "affirmative_suffix",
+    "role_play",
+    "multiple_choice",
+    "reverse_query",
+    "synonym_manipulation",
+    "context_hint",
+    "in_context_learning",
+    "cross_lingual",
 )
 
 
@@ -26,6 +33,7 @@ def normalize_attack_type(name: str | None) -> str | None:
     folded = re.sub(r"\(.*?\)", "", name).strip().casefold().replace("-", " ")
     folded = re.sub(r"\s+", "_", folded)
     return {"incontext_learning": "in_context_learning", "in_context": "in_context_learning"}.get(folded, folded)
+
 
 Split = Literal["forget", "retain", "holdout", "utility"]
 SPLITS: tuple[str, ...] = ("forget", "retain", "holdout", "utility")

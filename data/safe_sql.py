@@ -67,7 +67,8 @@ def check_condition(condition: str, *, option: str, columns: str) -> str:
         raise UnsafeFilterError(
             f"{option} {condition!r} is not one SQL condition on {columns} "
             f"({str(err).splitlines()[0]}); give a single expression such as \"corpus = 'tofu' AND split = 'forget'\", "
-            "without semicolons or unbalanced parentheses") from None
+            "without semicolons or unbalanced parentheses"
+        ) from None
     return text
 
 
@@ -85,7 +86,8 @@ def filter_rows(rows: pa.Table, condition: str, *, option: str, table: str) -> p
         con.register(table, rows)
         return con.sql(f'SELECT * FROM "{table}" WHERE ({text})').to_arrow_table()
     except duckdb.Error as err:
-        raise UnsafeFilterError(f"{option} {condition!r} is not a valid condition on {columns}: "
-                                f"{str(err).splitlines()[0]}") from None
+        raise UnsafeFilterError(
+            f"{option} {condition!r} is not a valid condition on {columns}: {str(err).splitlines()[0]}"
+        ) from None
     finally:
         con.close()

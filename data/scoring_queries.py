@@ -32,8 +32,9 @@ def _pending(scorer: str, version: str, kinds: Sequence[str] | None) -> tuple[st
     return sql, [scorer, version, *(kinds or ())]
 
 
-def pending_candidates(store: Store, scorer: str, version: str, *, kinds: Sequence[str] | None = None,
-                       chunk_size: int = 8192) -> Iterator[list[dict[str, Any]]]:
+def pending_candidates(
+    store: Store, scorer: str, version: str, *, kinds: Sequence[str] | None = None, chunk_size: int = 8192
+) -> Iterator[list[dict[str, Any]]]:
     """Candidates with no ``scores`` row for (scorer, version), in chunks ordered by candidate id.
 
     Keyset pagination (``candidate_id > last``) so that a chunk whose rows could not be scored is
@@ -99,12 +100,14 @@ def store_vectors(store: Store, model: str, hashes: Sequence[str], vectors: np.n
     n, dim = vectors.shape
     offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
     column = pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1)))
-    table = pa.table({
-        "text_hash": pa.array(list(hashes), pa.string()),
-        "model": pa.array([model] * n, pa.string()),
-        "dim": pa.array([dim] * n, pa.int32()),
-        "vector": column,
-    })
+    table = pa.table(
+        {
+            "text_hash": pa.array(list(hashes), pa.string()),
+            "model": pa.array([model] * n, pa.string()),
+            "dim": pa.array([dim] * n, pa.int32()),
+            "vector": column,
+        }
+    )
     return store.insert("embeddings", table)
 
 
@@ -116,8 +119,10 @@ def fact_groups(store: Store, keys: Sequence[tuple[str, str]], *, duplicate_vers
     duplicate verdict already stored under ``duplicate_version`` (NULL when not scored yet)."""
     if not keys:
         return []
-    columns = {"fact_id": pa.array([k[0] for k in keys], pa.string()),
-               "kind": pa.array([k[1] for k in keys], pa.string())}
+    columns = {
+        "fact_id": pa.array([k[0] for k in keys], pa.string()),
+        "kind": pa.array([k[1] for k in keys], pa.string()),
+    }
     with store.temporary_view(columns, "groups") as view:
         return store.query(
             f"""
@@ -139,8 +144,10 @@ def scores_of(store: Store, candidate_ids: Sequence[str], versions: dict[str, st
     if not candidate_ids or not versions:
         return {}
     ids = {"candidate_id": pa.array(list(candidate_ids), pa.string())}
-    pairs = {"scorer": pa.array(list(versions), pa.string()),
-             "scorer_version": pa.array(list(versions.values()), pa.string())}
+    pairs = {
+        "scorer": pa.array(list(versions), pa.string()),
+        "scorer_version": pa.array(list(versions.values()), pa.string()),
+    }
     with store.temporary_view(ids, "ids") as ids_view, store.temporary_view(pairs, "versions") as ver_view:
         rows = store.query(
             f"""SELECT s.candidate_id, s.scorer, s.value

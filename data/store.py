@@ -130,8 +130,9 @@ class Store:
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only,
-                                       config=dict(SANDBOX_SETTINGS) if read_only else {})
+            self.con = duckdb.connect(
+                str(self.path), read_only=read_only, config=dict(SANDBOX_SETTINGS) if read_only else {}
+            )
         except duckdb.IOException as err:
             if "lock" in str(err).lower():
                 raise StoreLockedError(
@@ -278,15 +279,18 @@ class Store:
         with self.temporary_view(batch, "insert") as view:
             columns = ", ".join(f'"{c}"' for c in batch.column_names)
             verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
-            result = self.con.execute(f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM "{view}"'
-                                      if not key else
-                                      f'{verb} INTO "{table}" ({columns}) SELECT {columns} FROM "{view}"')
+            result = self.con.execute(
+                f'INSERT INTO "{table}" ({columns}) SELECT {columns} FROM "{view}"'
+                if not key
+                else f'{verb} INTO "{table}" ({columns}) SELECT {columns} FROM "{view}"'
+            )
             inserted = result.fetchall()
         return int(inserted[0][0]) if inserted else 0
 
     @contextmanager
-    def temporary_view(self, data: pa.Table | Mapping[str, Sequence[Any] | pa.Array], purpose: str = "view"
-                       ) -> Iterator[str]:
+    def temporary_view(
+        self, data: pa.Table | Mapping[str, Sequence[Any] | pa.Array], purpose: str = "view"
+    ) -> Iterator[str]:
         """Register ``data`` (an Arrow table, or columns by name) as a view for the block; yield its name.
 
         The name is unique, so nested or concurrent blocks never collide, and the view is dropped
@@ -317,8 +321,14 @@ class Store:
 
     # -- runs and rejections ---------------------------------------------------------------------
 
-    def start_run(self, kind: str, config: Mapping[str, Any] | None = None, *, run_id: str | None = None,
-                  parent_run_id: str | None = None) -> str:
+    def start_run(
+        self,
+        kind: str,
+        config: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> str:
         """Record a stage run as running and return its id (a fresh one unless given)."""
         run_id = run_id or uuid.uuid4().hex[:16]
         owner = current_owner()
@@ -347,12 +357,23 @@ class Store:
         for row in dead:
             self.execute(
                 "UPDATE runs SET status = 'abandoned', finished_at = current_timestamp, error = ? WHERE run_id = ?",
-                [f"abandoned: its process (pid {row['pid']} on {row['host']}) ended without closing the run "
-                 "(killed?); found by a later lune command. Run the same command again to resume it", row["run_id"]])
+                [
+                    f"abandoned: its process (pid {row['pid']} on {row['host']}) ended without closing the run "
+                    "(killed?); found by a later lune command. Run the same command again to resume it",
+                    row["run_id"],
+                ],
+            )
         return [r["run_id"] for r in dead]
 
-    def finish_run(self, run_id: str, *, status: str = "completed", metrics: Mapping[str, Any] | None = None,
-                   artefacts: Mapping[str, Any] | None = None, error: str | None = None) -> None:
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str = "completed",
+        metrics: Mapping[str, Any] | None = None,
+        artefacts: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
         """Mark a run completed or failed, with what it measured and produced."""
         self.execute(
             "UPDATE runs SET status = ?, finished_at = current_timestamp, metrics = ?, artefacts = ?, error = ? "
@@ -361,8 +382,14 @@ class Store:
         )
 
     @contextmanager
-    def run(self, kind: str, config: Mapping[str, Any] | None = None, *, run_id: str | None = None,
-            parent_run_id: str | None = None) -> Iterator[RunRecord]:
+    def run(
+        self,
+        kind: str,
+        config: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> Iterator[RunRecord]:
         """One stage run's ``runs`` row, from start to end: the lifecycle every stage shares.
 
         The row is ``running`` inside the block; it is ``completed`` (with what the block put into
@@ -381,14 +408,25 @@ class Store:
         except BaseException as err:
             # A LuneError's message is written for the user (`file:line: field: problem`): stored as the
             # CLI prints it; any other exception with its type.
-            message = (str(err) if isinstance(err, LuneError) else
-                       f"{type(err).__name__}: {err}" if str(err) else type(err).__name__)[:2000]
-            self.finish_run(record.run_id, status="failed", metrics=record.metrics, artefacts=record.artefacts,
-                            error=message)
+            message = (
+                str(err)
+                if isinstance(err, LuneError)
+                else f"{type(err).__name__}: {err}"
+                if str(err)
+                else type(err).__name__
+            )[:2000]
+            self.finish_run(
+                record.run_id, status="failed", metrics=record.metrics, artefacts=record.artefacts, error=message
+            )
             raise
         else:
-            self.finish_run(record.run_id, status=record.status, metrics=record.metrics,
-                            artefacts=record.artefacts, error=record.error)
+            self.finish_run(
+                record.run_id,
+                status=record.status,
+                metrics=record.metrics,
+                artefacts=record.artefacts,
+                error=record.error,
+            )
 
     def reject(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Write ``rejections`` rows (stage, source, location, field, reason, payload, run_id)."""
@@ -401,8 +439,17 @@ class Store:
             if payload is not None and not isinstance(payload, str):
                 payload = json.dumps(payload, ensure_ascii=False, default=str)
             row["payload"] = payload[:2000] if payload else payload
-            row.setdefault("rejection_id", content_id(row.get("stage"), row.get("source"), row.get("location"),
-                                                      row.get("field"), row.get("reason"), row.get("payload")))
+            row.setdefault(
+                "rejection_id",
+                content_id(
+                    row.get("stage"),
+                    row.get("source"),
+                    row.get("location"),
+                    row.get("field"),
+                    row.get("reason"),
+                    row.get("payload"),
+                ),
+            )
             prepared.append(row)
         return self.insert("rejections", prepared)
 
@@ -420,8 +467,10 @@ class Store:
         """On a read-only store, refuse before it runs anything that is not one query."""
         problem = self.read_only and read_only_problem(sql)
         if problem:
-            raise ReadOnlyViolation(f"this connection is read-only and runs one query: {problem}; "
-                                    "change data through the lune commands or a DuckDB client opened on the file")
+            raise ReadOnlyViolation(
+                f"this connection is read-only and runs one query: {problem}; "
+                "change data through the lune commands or a DuckDB client opened on the file"
+            )
 
     def _raise_read_only(self, err: duckdb.Error) -> None:
         """Turn DuckDB's refusal of a write, or of a file outside the store, on a read-only

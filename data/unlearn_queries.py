@@ -15,8 +15,11 @@ FACT_COLUMNS = "fact_id, corpus, subject, question, answer, key_span, split, gro
 
 def facts_of_splits(store: Store, splits: Sequence[str], corpus: str | None = None) -> list[dict[str, Any]]:
     """Facts of ``splits`` (of one corpus, if given), in a stable order (split, then fact id)."""
-    sql = (f"SELECT {FACT_COLUMNS} FROM facts WHERE split IN (SELECT unnest(?::VARCHAR[]))"
-           + (" AND corpus = ?" if corpus else "") + " ORDER BY split, fact_id")
+    sql = (
+        f"SELECT {FACT_COLUMNS} FROM facts WHERE split IN (SELECT unnest(?::VARCHAR[]))"
+        + (" AND corpus = ?" if corpus else "")
+        + " ORDER BY split, fact_id"
+    )
     params: list[Any] = [list(splits)] + ([corpus] if corpus else [])
     return store.query(sql, params)
 
@@ -36,6 +39,8 @@ def corpus_of_facts(store: Store, fact_ids: Sequence[str]) -> list[str]:
     """The corpora the given facts come from (to take retain facts from the same benchmark)."""
     if not fact_ids:
         return []
-    rows = store.query("SELECT DISTINCT corpus FROM facts WHERE fact_id IN (SELECT unnest(?::VARCHAR[])) "
-                       "ORDER BY corpus", [list(fact_ids)])
+    rows = store.query(
+        "SELECT DISTINCT corpus FROM facts WHERE fact_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY corpus",
+        [list(fact_ids)],
+    )
     return [r["corpus"] for r in rows]

@@ -75,11 +75,19 @@ def run_directly(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
     return fn(*args, **kwargs)
 
 
-def evaluate_models(store: Store, base_model: str | Path, adapters: Mapping[str, str | Path | None], *,
-                    retain_model: str | Path | None = None, set_id: str | None = None,
-                    out_dir: str | Path = "runs/evaluate", run_id: str | None = None,
-                    parent_run_id: str | None = None, config: EvaluateConfig | None = None,
-                    step: StepRunner = run_directly) -> EvaluationOutcome:
+def evaluate_models(
+    store: Store,
+    base_model: str | Path,
+    adapters: Mapping[str, str | Path | None],
+    *,
+    retain_model: str | Path | None = None,
+    set_id: str | None = None,
+    out_dir: str | Path = "runs/evaluate",
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+    config: EvaluateConfig | None = None,
+    step: StepRunner = run_directly,
+) -> EvaluationOutcome:
     """Evaluate the base model and every unlearned model on the same probes, store the results
     (``eval_results``, ``eval_items``, a ``runs`` row of kind ``evaluate``) and write the report
     (``report.md``, ``report.json``, PNG plots) into ``out_dir``.
@@ -101,25 +109,44 @@ def evaluate_models(store: Store, base_model: str | Path, adapters: Mapping[str,
     retain_model = retain_model if retain_model is not None else config.retain_model
     specs = model_specs(base_model, {k: (str(v) if v is not None else None) for k, v in adapters.items()})
     chosen = resolve_set_id(store, set_id or config.set)
-    resolved = {"evaluate": config.model_dump(), "base_model": str(base_model),
-                "adapters": {k: str(v) for k, v in adapters.items() if v is not None},
-                "retain_model": str(retain_model) if retain_model else None, "out_dir": str(out_dir),
-                "set_id": chosen, "models": [spec.__dict__ for spec in specs]}
+    resolved = {
+        "evaluate": config.model_dump(),
+        "base_model": str(base_model),
+        "adapters": {k: str(v) for k, v in adapters.items() if v is not None},
+        "retain_model": str(retain_model) if retain_model else None,
+        "out_dir": str(out_dir),
+        "set_id": chosen,
+        "models": [spec.__dict__ for spec in specs],
+    }
     with store.run("evaluate", resolved, run_id=run_id, parent_run_id=parent_run_id) as run:
-        suite = step("load-probes", load_probe_suite, store, chosen, max_per_set=config.max_per_set,
-                     include_dataset_probes=config.include_dataset_probes, mia=config.mia, tofu=config.tofu)
+        suite = step(
+            "load-probes",
+            load_probe_suite,
+            store,
+            chosen,
+            max_per_set=config.max_per_set,
+            include_dataset_probes=config.include_dataset_probes,
+            mia=config.mia,
+            tofu=config.tofu,
+        )
         if not suite.all_probes():
-            raise LuneError(f"{store.path}: no probes to evaluate (no forget, retain or utility facts); "
-                            "run `lune ingest` first")
-        outputs, retain = step("answer-and-score", evaluate_specs, suite, specs, config,
-                               str(retain_model) if retain_model else None)
+            raise LuneError(
+                f"{store.path}: no probes to evaluate (no forget, retain or utility facts); run `lune ingest` first"
+            )
+        outputs, retain = step(
+            "answer-and-score", evaluate_specs, suite, specs, config, str(retain_model) if retain_model else None
+        )
         results, items = step("compute-metrics", compute_results, run.run_id, suite, outputs, retain, config)
         step("store-results", store_results, store, results, items)
         timings = {out.spec.label: out.seconds for out in outputs}
         n_probes = len(suite.all_probes())
-        run.metrics.update(counts=suite.counts(), seconds=timings, notes=suite.notes, probes=n_probes,
-                           probes_per_second={label: n_probes / t["generate"] for label, t in timings.items()
-                                              if t.get("generate")})
+        run.metrics.update(
+            counts=suite.counts(),
+            seconds=timings,
+            notes=suite.notes,
+            probes=n_probes,
+            probes_per_second={label: n_probes / t["generate"] for label, t in timings.items() if t.get("generate")},
+        )
         run.artefacts["out_dir"] = str(out_dir)
     # The report is rendered from the finished run (its status, counts and notes are in the report),
     # so after the block; `lune report --run ID` renders it again from the store alone.

@@ -44,8 +44,9 @@ def transformers_generate(model: Any, tokenizer: Any, config: EvaluateConfig) ->
     """Greedy answers of an in-memory model (``core/greedy.py``)."""
     from lune.core.greedy import greedy_answers
 
-    return lambda questions: greedy_answers(model, tokenizer, questions, max_new_tokens=config.max_new_tokens,
-                                            batch_size=config.batch_size)
+    return lambda questions: greedy_answers(
+        model, tokenizer, questions, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size
+    )
 
 
 def generate_with(suite: ProbeSuite, generate: GenerateFn) -> tuple[dict[str, list[str]], float]:
@@ -96,8 +97,15 @@ def _completion(tokenizer: Any, answer: str) -> str:
     return answer.strip() if getattr(tokenizer, "chat_template", None) else format_completion(answer)
 
 
-def score_likelihoods(model: Any, tokenizer: Any, suite: ProbeSuite, config: EvaluateConfig, *,
-                      groups: Sequence[str] | None = None, mia: bool | None = None) -> tuple[dict, dict, float]:
+def score_likelihoods(
+    model: Any,
+    tokenizer: Any,
+    suite: ProbeSuite,
+    config: EvaluateConfig,
+    *,
+    groups: Sequence[str] | None = None,
+    mia: bool | None = None,
+) -> tuple[dict, dict, float]:
     """MIA scores of the suite's member / non-member texts and TOFU answer likelihoods of its truth
     items (``groups``: which truth groups, default all) under one model."""
     from lune.core.likelihood import completion_stats, mean_logprobs
@@ -126,15 +134,19 @@ def score_likelihoods(model: Any, tokenizer: Any, suite: ProbeSuite, config: Eva
             pos, rows = 0, []
             for n_para, n_pert in shape:
                 answer = values[pos]
-                rows.append(TruthLikelihoods(answer, values[pos + 1 : pos + 1 + n_para],
-                                             values[pos + 1 + n_para : pos + 1 + n_para + n_pert]))
+                rows.append(
+                    TruthLikelihoods(
+                        answer, values[pos + 1 : pos + 1 + n_para], values[pos + 1 + n_para : pos + 1 + n_para + n_pert]
+                    )
+                )
                 pos += 1 + n_para + n_pert
             truth[group] = rows
     return scores, truth, time.perf_counter() - start
 
 
-def evaluate_specs(suite: ProbeSuite, specs: Sequence[ModelSpec], config: EvaluateConfig,
-                   retain_model: str | None = None) -> tuple[list[ModelOutputs], ModelOutputs | None]:
+def evaluate_specs(
+    suite: ProbeSuite, specs: Sequence[ModelSpec], config: EvaluateConfig, retain_model: str | None = None
+) -> tuple[list[ModelOutputs], ModelOutputs | None]:
     """Steps 2 and 3 for every spec (and the retain model's forget truth ratios)."""
     outputs: dict[str, ModelOutputs] = {}
     if config.backend == "vllm":
@@ -149,7 +161,8 @@ def evaluate_specs(suite: ProbeSuite, specs: Sequence[ModelSpec], config: Evalua
             out = outputs.setdefault(spec.label, ModelOutputs(spec))
             if config.backend == "transformers":
                 out.generations, out.seconds["generate"] = generate_with(
-                    suite, transformers_generate(model, tokenizer, config))
+                    suite, transformers_generate(model, tokenizer, config)
+                )
             if need_likelihoods:
                 out.mia, out.truth, out.seconds["likelihood"] = score_likelihoods(model, tokenizer, suite, config)
     retain = None

@@ -141,13 +141,28 @@ def _dedupe(probes: Iterable[EvalProbe]) -> list[EvalProbe]:
 
 
 def _fact_probe(name: str, fact: dict[str, Any]) -> EvalProbe:
-    return EvalProbe(name, fact["fact_id"], fact["question"], fact["answer"], fact["key_span"],
-                     fact_id=fact["fact_id"], source="fact", subject=fact.get("subject"),
-                     group=fact.get("group_name"))
+    return EvalProbe(
+        name,
+        fact["fact_id"],
+        fact["question"],
+        fact["answer"],
+        fact["key_span"],
+        fact_id=fact["fact_id"],
+        source="fact",
+        subject=fact.get("subject"),
+        group=fact.get("group_name"),
+    )
 
 
-def load_probe_suite(store: Store, set_id: str | None = None, *, max_per_set: int | None = 500,
-                     include_dataset_probes: bool = True, mia: bool = True, tofu: bool = True) -> ProbeSuite:
+def load_probe_suite(
+    store: Store,
+    set_id: str | None = None,
+    *,
+    max_per_set: int | None = 500,
+    include_dataset_probes: bool = True,
+    mia: bool = True,
+    tofu: bool = True,
+) -> ProbeSuite:
     """Build every probe set from the store (see the module docstring for what goes where).
 
     ``set_id``: a curated set name or id (its forget facts and held-out eval items, read through
@@ -183,40 +198,91 @@ def load_probe_suite(store: Store, set_id: str | None = None, *, max_per_set: in
         if fact is None or not item.get("text"):
             continue
         if item["kind"] in _PARAPHRASE_KINDS:
-            paraphrase.append(EvalProbe("paraphrase", item["item_id"], item["text"], fact["answer"], fact["key_span"],
-                                        fact_id=fact["fact_id"], source=item["source"], subject=fact["subject"]))
+            paraphrase.append(
+                EvalProbe(
+                    "paraphrase",
+                    item["item_id"],
+                    item["text"],
+                    fact["answer"],
+                    fact["key_span"],
+                    fact_id=fact["fact_id"],
+                    source=item["source"],
+                    subject=fact["subject"],
+                )
+            )
         elif item["kind"] in _ATTACK_KINDS:
-            attack.append(EvalProbe("attack", item["item_id"], item["text"], fact["answer"], fact["key_span"],
-                                    fact_id=fact["fact_id"], attack_type=normalize_attack_type(item["attack_type"]),
-                                    source=item["source"], subject=fact["subject"]))
+            attack.append(
+                EvalProbe(
+                    "attack",
+                    item["item_id"],
+                    item["text"],
+                    fact["answer"],
+                    fact["key_span"],
+                    fact_id=fact["fact_id"],
+                    attack_type=normalize_attack_type(item["attack_type"]),
+                    source=item["source"],
+                    subject=fact["subject"],
+                )
+            )
     if include_dataset_probes:
         for row in q.fact_probes(store, ["paraphrased_question", "adversarial"], forget_ids):
             if row["kind"] == "paraphrased_question":
-                paraphrase.append(EvalProbe("paraphrase", row["probe_id"], row["text"], row["fact_answer"],
-                                            row["key_span"], fact_id=row["fact_id"], source="dataset",
-                                            subject=row["subject"]))
+                paraphrase.append(
+                    EvalProbe(
+                        "paraphrase",
+                        row["probe_id"],
+                        row["text"],
+                        row["fact_answer"],
+                        row["key_span"],
+                        fact_id=row["fact_id"],
+                        source="dataset",
+                        subject=row["subject"],
+                    )
+                )
             else:
-                attack.append(EvalProbe("attack", row["probe_id"], row["text"], row["answer"], row["key_span"],
-                                        fact_id=row["fact_id"], attack_type=normalize_attack_type(row["attack_type"]),
-                                        source="dataset",
-                                        subject=row["subject"]))
+                attack.append(
+                    EvalProbe(
+                        "attack",
+                        row["probe_id"],
+                        row["text"],
+                        row["answer"],
+                        row["key_span"],
+                        fact_id=row["fact_id"],
+                        attack_type=normalize_attack_type(row["attack_type"]),
+                        source="dataset",
+                        subject=row["subject"],
+                    )
+                )
         for row in q.subject_probes(store, ["adversarial"], subjects, corpora):
             if row["answer"]:
-                attack.append(EvalProbe("attack", row["probe_id"], row["text"], row["answer"], row["answer"],
-                                        attack_type=normalize_attack_type(row["attack_type"]), source="dataset",
-                                        subject=row["subject"]))
+                attack.append(
+                    EvalProbe(
+                        "attack",
+                        row["probe_id"],
+                        row["text"],
+                        row["answer"],
+                        row["answer"],
+                        attack_type=normalize_attack_type(row["attack_type"]),
+                        source="dataset",
+                        subject=row["subject"],
+                    )
+                )
     # A prompt the unlearning trained on is not held out: leave it out of the robustness sets.
     trained_prompts = {tuple(normalize(r["prompt"])) for r in rows["train"]}
-    held_out = {name: [p for p in _dedupe(items) if tuple(normalize(p.question)) not in trained_prompts]
-                for name, items in (("paraphrase", paraphrase), ("attack", attack))}
+    held_out = {
+        name: [p for p in _dedupe(items) if tuple(normalize(p.question)) not in trained_prompts]
+        for name, items in (("paraphrase", paraphrase), ("attack", attack))
+    }
     dropped = len(_dedupe(paraphrase)) + len(_dedupe(attack)) - sum(len(v) for v in held_out.values())
     if dropped:
         notes.append(f"{dropped} paraphrase / attack probes left out: the curated set trains on them")
     probes = {
         "forget": [_fact_probe("forget", f) for f in forget],
         "paraphrase": held_out["paraphrase"],
-        "attack": [p if p.attack_type else EvalProbe(**{**p.__dict__, "attack_type": "unspecified"})
-                   for p in held_out["attack"]],
+        "attack": [
+            p if p.attack_type else EvalProbe(**{**p.__dict__, "attack_type": "unspecified"})
+            for p in held_out["attack"]
+        ],
         "retain": [_fact_probe("retain", f) for f in same_corpus(q.facts_of_split(store, "retain", neighbor=False))],
         "neighbor": [_fact_probe("neighbor", f) for f in same_corpus(q.facts_of_split(store, "retain", neighbor=True))],
         "utility": [_fact_probe("utility", f) for f in q.facts_of_split(store, "utility")],
@@ -233,8 +299,14 @@ def load_probe_suite(store: Store, set_id: str | None = None, *, max_per_set: in
     return suite
 
 
-def _mia_texts(store: Store, trained: set[str], forget: list[dict[str, Any]], subjects: Sequence[str],
-               corpora: Sequence[str], notes: list[str]) -> tuple[list[MiaText], list[MiaText]]:
+def _mia_texts(
+    store: Store,
+    trained: set[str],
+    forget: list[dict[str, Any]],
+    subjects: Sequence[str],
+    corpora: Sequence[str],
+    notes: list[str],
+) -> tuple[list[MiaText], list[MiaText]]:
     """Members and non-members, chosen per corpus so that both sides are texts of one kind
     (``trained``: texts the unlearning set trained on, never non-members)."""
     members: list[MiaText] = []
@@ -243,39 +315,57 @@ def _mia_texts(store: Store, trained: set[str], forget: list[dict[str, Any]], su
         facts = [f for f in forget if f["corpus"] == corpus]
         fact_ids = [f["fact_id"] for f in facts]
         # 1. the dataset's own MIA texts (RWKU: forget_mia vs retain_mia passages)
-        inside = [MiaText(r["probe_id"], r["text"], True, "mia_member", r["fact_id"])
-                  for r in q.subject_probes(store, ["mia_member"], subjects, [corpus])
-                  + q.fact_probes(store, ["mia_member"], fact_ids)]
-        outside = [MiaText(r["probe_id"], r["text"], False, "mia_nonmember", r["fact_id"])
-                   for r in q.corpus_probes(store, "mia_nonmember", [corpus])]
+        inside = [
+            MiaText(r["probe_id"], r["text"], True, "mia_member", r["fact_id"])
+            for r in q.subject_probes(store, ["mia_member"], subjects, [corpus])
+            + q.fact_probes(store, ["mia_member"], fact_ids)
+        ]
+        outside = [
+            MiaText(r["probe_id"], r["text"], False, "mia_nonmember", r["fact_id"])
+            for r in q.corpus_probes(store, "mia_nonmember", [corpus])
+        ]
         how = "the dataset's mia_member / mia_nonmember texts"
         if not (inside and outside):
             # 2. and 3.: the forget facts as taught, against never-taught texts in the same layout
-            inside = [MiaText(f["fact_id"], f["answer"], True, "forget_fact", f["fact_id"], f["question"])
-                      for f in facts]
-            outside = [MiaText(f["fact_id"], f["answer"], False, "holdout_fact", f["fact_id"], f["question"])
-                       for f in q.facts_of_split(store, "holdout") if f["corpus"] == corpus]
+            inside = [
+                MiaText(f["fact_id"], f["answer"], True, "forget_fact", f["fact_id"], f["question"]) for f in facts
+            ]
+            outside = [
+                MiaText(f["fact_id"], f["answer"], False, "holdout_fact", f["fact_id"], f["question"])
+                for f in q.facts_of_split(store, "holdout")
+                if f["corpus"] == corpus
+            ]
             how = "forget facts' answers vs holdout facts' answers (never taught), each given its question"
             if not outside:
                 questions = {f["fact_id"]: f["question"] for f in facts}
-                outside = [MiaText(r["probe_id"], r["text"], False, "perturbed_answer", r["fact_id"],
-                                   questions[r["fact_id"]])
-                           for r in q.fact_probes(store, ["perturbed_answer"], fact_ids) if r["text"] not in trained]
-                how = ("forget facts' answers vs their perturbed answers (never taught; any the unlearning set "
-                       "trained on left out), each given the question")
+                outside = [
+                    MiaText(r["probe_id"], r["text"], False, "perturbed_answer", r["fact_id"], questions[r["fact_id"]])
+                    for r in q.fact_probes(store, ["perturbed_answer"], fact_ids)
+                    if r["text"] not in trained
+                ]
+                how = (
+                    "forget facts' answers vs their perturbed answers (never taught; any the unlearning set "
+                    "trained on left out), each given the question"
+                )
         if inside and outside:
             members += inside
             nonmembers += outside
             notes.append(f"MIA on {corpus}: {how}")
         else:
-            notes.append(f"MIA on {corpus}: skipped, no non-member texts (no mia_nonmember probes, holdout facts "
-                         "or untrained perturbed answers)")
+            notes.append(
+                f"MIA on {corpus}: skipped, no non-member texts (no mia_nonmember probes, holdout facts "
+                "or untrained perturbed answers)"
+            )
     return list({t.text_id: t for t in members}.values()), list({t.text_id: t for t in nonmembers}.values())
 
 
-def _truth_items(store: Store, forget: list[dict[str, Any]], same_corpus: Any, max_per_set: int | None) -> dict[str, list[TruthItem]]:
-    groups: dict[str, list[dict[str, Any]]] = {"forget": forget,
-                                               "retain": same_corpus(q.facts_of_split(store, "retain", neighbor=False))}
+def _truth_items(
+    store: Store, forget: list[dict[str, Any]], same_corpus: Any, max_per_set: int | None
+) -> dict[str, list[TruthItem]]:
+    groups: dict[str, list[dict[str, Any]]] = {
+        "forget": forget,
+        "retain": same_corpus(q.facts_of_split(store, "retain", neighbor=False)),
+    }
     for fact in q.facts_of_split(store, "utility"):
         groups.setdefault(fact.get("group_name") or "utility", []).append(fact)
     out: dict[str, list[TruthItem]] = {}
@@ -286,9 +376,18 @@ def _truth_items(store: Store, forget: list[dict[str, Any]], same_corpus: Any, m
         pert: dict[str, list[str]] = defaultdict(list)
         for row in probes:
             (para if row["kind"] == "paraphrased_answer" else pert)[row["fact_id"]].append(row["text"])
-        items = [TruthItem(group, f["fact_id"], f["question"], f["answer"],
-                           tuple(sorted(para[f["fact_id"]])) or (f["answer"],), tuple(sorted(pert[f["fact_id"]])))
-                 for f in facts if pert.get(f["fact_id"])]
+        items = [
+            TruthItem(
+                group,
+                f["fact_id"],
+                f["question"],
+                f["answer"],
+                tuple(sorted(para[f["fact_id"]])) or (f["answer"],),
+                tuple(sorted(pert[f["fact_id"]])),
+            )
+            for f in facts
+            if pert.get(f["fact_id"])
+        ]
         items = items if max_per_set is None else items[:max_per_set]
         if items:
             out[group] = items

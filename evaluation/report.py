@@ -42,7 +42,7 @@ MIA_METRICS = ("mia_auc_loss", "mia_auc_zlib", "mia_auc_min_k", "mia_auc_min_k_p
 def fmt(value: float | None, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
-    if abs(value) < 10 ** -digits and value != 0:
+    if abs(value) < 10**-digits and value != 0:
         return f"{value:.2e}"
     return f"{value:.{digits}f}"
 
@@ -82,8 +82,14 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def headline(results: Sequence[Row]) -> dict[str, dict[str, float | None]]:
     """The headline metrics per model label (keys of ``HEADLINE_COLUMNS``), from result rows."""
     index = _Index(results)
-    return {label: {key: index.value(label, probe_set, metric) for key, _, probe_set, metric in HEADLINE_COLUMNS
-                    if (label, probe_set, metric) in index.rows} for label in index.labels}
+    return {
+        label: {
+            key: index.value(label, probe_set, metric)
+            for key, _, probe_set, metric in HEADLINE_COLUMNS
+            if (label, probe_set, metric) in index.rows
+        }
+        for label in index.labels
+    }
 
 
 def build_report_data(store: Store, run_id: str) -> dict[str, Any]:
@@ -109,22 +115,38 @@ def render_markdown(data: dict[str, Any], results: Sequence[Row], leaks: Sequenc
     index = _Index(results)
     labels = [x for x in index.labels if x != "retain_model"]
     lines = [f"# lune evaluation report: run `{data['run_id']}`", ""]
-    lines.append(f"Started {data['started_at']}; curated set `{data['set_id'] or 'none'}`; status {data['status']}. "
-                 "Metric definitions and formulas: `docs/evaluation.md`.")
+    lines.append(
+        f"Started {data['started_at']}; curated set `{data['set_id'] or 'none'}`; status {data['status']}. "
+        "Metric definitions and formulas: `docs/evaluation.md`."
+    )
     lines.append("")
     if data["models"]:
         lines += ["## Models", ""]
-        lines += _table(["label", "method", "model", "adapter"],
-                        [[mm["label"], mm.get("method") or "–", f"`{mm['model_path']}`",
-                          f"`{mm['adapter_path']}`" if mm.get("adapter_path") else "–"] for mm in data["models"]])
-    lines += ["## Headline", "",
-              "USR, APR: share of forget / paraphrase+attack probes whose answer no longer states the key (higher "
-              "is better after unlearning). GUR: retained recall after / before (1.0 = nothing lost). MIA: 0.5 = "
-              "forget texts look unseen. Forget quality: KS-test p-value against the retain model (higher is better).",
-              ""]
+        lines += _table(
+            ["label", "method", "model", "adapter"],
+            [
+                [
+                    mm["label"],
+                    mm.get("method") or "–",
+                    f"`{mm['model_path']}`",
+                    f"`{mm['adapter_path']}`" if mm.get("adapter_path") else "–",
+                ]
+                for mm in data["models"]
+            ],
+        )
+    lines += [
+        "## Headline",
+        "",
+        "USR, APR: share of forget / paraphrase+attack probes whose answer no longer states the key (higher "
+        "is better after unlearning). GUR: retained recall after / before (1.0 = nothing lost). MIA: 0.5 = "
+        "forget texts look unseen. Forget quality: KS-test p-value against the retain model (higher is better).",
+        "",
+    ]
     columns = [c for c in HEADLINE_COLUMNS if index.has(c[2], c[3])]
-    lines += _table(["model", *[c[1] for c in columns]],
-                    [[label, *[fmt(index.value(label, c[2], c[3])) for c in columns]] for label in labels])
+    lines += _table(
+        ["model", *[c[1] for c in columns]],
+        [[label, *[fmt(index.value(label, c[2], c[3])) for c in columns]] for label in labels],
+    )
     # probe sets
     rows = []
     for name in (*FORGET_SETS, *RETAIN_SETS):
@@ -132,37 +154,72 @@ def render_markdown(data: dict[str, Any], results: Sequence[Row], leaks: Sequenc
         if not index.has(name, metric):
             continue
         n = next((index.n(label, name, metric) for label in labels if index.n(label, name, metric) is not None), None)
-        rows.append([name, metric.upper() if metric == "usr" else "recall", str(n),
-                     *[fmt(index.value(label, name, metric)) for label in labels]])
+        rows.append(
+            [
+                name,
+                metric.upper() if metric == "usr" else "recall",
+                str(n),
+                *[fmt(index.value(label, name, metric)) for label in labels],
+            ]
+        )
     if rows:
         lines += ["## Probe sets", "", "USR on forget-type sets, recall (key still stated) on retained sets.", ""]
         lines += _table(["probe set", "metric", "n", *labels], rows)
     # attack types
     types = sorted({r["probe_set"] for r in results if r["probe_set"].startswith("attack:")})
     if types or index.has("adversarial", "apr"):
-        rows = [[name, *[fmt(index.value(label, name, "apr")) for label in labels]]
-                for name in ("adversarial", "paraphrase", "attack", *types) if index.has(name, "apr")]
-        lines += ["## APR by attack type", "", "USR on each kind of held-out probe (`adversarial` = paraphrases and "
-                  "attacks together).", ""]
+        rows = [
+            [name, *[fmt(index.value(label, name, "apr")) for label in labels]]
+            for name in ("adversarial", "paraphrase", "attack", *types)
+            if index.has(name, "apr")
+        ]
+        lines += [
+            "## APR by attack type",
+            "",
+            "USR on each kind of held-out probe (`adversarial` = paraphrases and attacks together).",
+            "",
+        ]
         lines += _table(["probes", *labels], rows)
     # MIA
     if any(index.has("mia", metric) for metric in MIA_METRICS):
-        lines += ["## Membership inference", "", "AUC of each score, forget texts (members) vs never-seen texts; "
-                  "threshold accuracy uses the loss threshold fitted on the base model.", ""]
-        lines += _table(["metric", *labels], [[metric, *[fmt(index.value(label, "mia", metric)) for label in labels]]
-                                              for metric in MIA_METRICS if index.has("mia", metric)])
+        lines += [
+            "## Membership inference",
+            "",
+            "AUC of each score, forget texts (members) vs never-seen texts; "
+            "threshold accuracy uses the loss threshold fitted on the base model.",
+            "",
+        ]
+        lines += _table(
+            ["metric", *labels],
+            [
+                [metric, *[fmt(index.value(label, "mia", metric)) for label in labels]]
+                for metric in MIA_METRICS
+                if index.has("mia", metric)
+            ],
+        )
     # TOFU
-    tofu_rows = [[probe_set, metric, *[fmt(index.value(label, probe_set, metric)) for label in labels]]
-                 for (probe_set, metric) in sorted({(r["probe_set"], r["metric"]) for r in results
-                                                    if r["probe_set"].startswith("tofu")})]
+    tofu_rows = [
+        [probe_set, metric, *[fmt(index.value(label, probe_set, metric)) for label in labels]]
+        for (probe_set, metric) in sorted(
+            {(r["probe_set"], r["metric"]) for r in results if r["probe_set"].startswith("tofu")}
+        )
+    ]
     if tofu_rows:
-        lines += ["## TOFU", "", "Truth ratio: `mean min(R, 1/R)` on forget, `mean max(0, 1 - R)` elsewhere; "
-                  "model utility: harmonic mean of probability, ROUGE-L recall and truth ratio on the retained sets.", ""]
+        lines += [
+            "## TOFU",
+            "",
+            "Truth ratio: `mean min(R, 1/R)` on forget, `mean max(0, 1 - R)` elsewhere; "
+            "model utility: harmonic mean of probability, ROUGE-L recall and truth ratio on the retained sets.",
+            "",
+        ]
         lines += _table(["set", "metric", *labels], tofu_rows)
     # other per-set metrics
-    rows = [[name, metric, *[fmt(index.value(label, name, metric)) for label in labels]]
-            for metric in ("rouge_l_recall", "word_ngram_entropy") for name in (*FORGET_SETS, *RETAIN_SETS, "all")
-            if index.has(name, metric)]
+    rows = [
+        [name, metric, *[fmt(index.value(label, name, metric)) for label in labels]]
+        for metric in ("rouge_l_recall", "word_ngram_entropy")
+        for name in (*FORGET_SETS, *RETAIN_SETS, "all")
+        if index.has(name, metric)
+    ]
     if rows:
         lines += ["## ROUGE-L recall and word n-gram entropy", ""]
         lines += _table(["probe set", "metric", *labels], rows)
@@ -173,9 +230,20 @@ def render_markdown(data: dict[str, Any], results: Sequence[Row], leaks: Sequenc
         lines += ["Notes:", "", *[f"- {note}" for note in data["notes"]], ""]
     if leaks:
         lines += ["## Still leaking after unlearning (sample from `v_leaks`)", ""]
-        lines += _table(["model", "probes", "attack type", "prompt", "key", "generation"],
-                        [[r["model_label"], r["probe_set"], r["attack_type"] or "–", _clip(r["prompt"]),
-                          _clip(r["expected"]), _clip(r["generation"])] for r in leaks])
+        lines += _table(
+            ["model", "probes", "attack type", "prompt", "key", "generation"],
+            [
+                [
+                    r["model_label"],
+                    r["probe_set"],
+                    r["attack_type"] or "–",
+                    _clip(r["prompt"]),
+                    _clip(r["expected"]),
+                    _clip(r["generation"]),
+                ]
+                for r in leaks
+            ],
+        )
     if plots:
         lines += ["## Plots", ""]
         for name, path in plots.items():
@@ -204,8 +272,9 @@ def plot_before_after(results: Sequence[Row], path: Path) -> Path | None:
     """Share of probes whose answer states the key, per probe set and model."""
     index = _Index(results)
     labels = [x for x in index.labels if x != "retain_model"]
-    sets = [(name, "usr") for name in FORGET_SETS if index.has(name, "usr")] + \
-           [(name, "recall") for name in RETAIN_SETS if index.has(name, "recall")]
+    sets = [(name, "usr") for name in FORGET_SETS if index.has(name, "usr")] + [
+        (name, "recall") for name in RETAIN_SETS if index.has(name, "recall")
+    ]
     if not sets or not labels:
         return None
     plt = _pyplot()
@@ -220,8 +289,10 @@ def plot_before_after(results: Sequence[Row], path: Path) -> Path | None:
     ax.set_xticks([x + width * (len(labels) - 1) / 2 for x in range(len(sets))], [name for name, _ in sets])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share of probes answered with the key")
-    ax.set_title("Key still stated: lower is better on forget / paraphrase / attack,\nhigher on retain / neighbor / utility",
-                 fontsize=10)
+    ax.set_title(
+        "Key still stated: lower is better on forget / paraphrase / attack,\nhigher on retain / neighbor / utility",
+        fontsize=10,
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -232,8 +303,11 @@ def plot_before_after(results: Sequence[Row], path: Path) -> Path | None:
 def plot_apr_by_attack(results: Sequence[Row], path: Path) -> Path | None:
     index = _Index(results)
     labels = [x for x in index.labels if x != "retain_model"]
-    names = [n for n in ["paraphrase"] + sorted({r["probe_set"] for r in results if r["probe_set"].startswith("attack:")})
-             if index.has(n, "apr")]
+    names = [
+        n
+        for n in ["paraphrase"] + sorted({r["probe_set"] for r in results if r["probe_set"].startswith("attack:")})
+        if index.has(n, "apr")
+    ]
     if not names:
         return None
     plt = _pyplot()
@@ -241,10 +315,18 @@ def plot_apr_by_attack(results: Sequence[Row], path: Path) -> Path | None:
     width = 0.8 / len(labels)
     for i, label in enumerate(labels):
         values = [index.value(label, n, "apr") for n in names]
-        ax.bar([x + i * width for x in range(len(names))], [float("nan") if v is None else v for v in values],
-               width, label=label)
-    ax.set_xticks([x + width * (len(labels) - 1) / 2 for x in range(len(names))],
-                  [n.removeprefix("attack:") for n in names], rotation=30, ha="right")
+        ax.bar(
+            [x + i * width for x in range(len(names))],
+            [float("nan") if v is None else v for v in values],
+            width,
+            label=label,
+        )
+    ax.set_xticks(
+        [x + width * (len(labels) - 1) / 2 for x in range(len(names))],
+        [n.removeprefix("attack:") for n in names],
+        rotation=30,
+        ha="right",
+    )
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("USR (share no longer stating the key)")
     ax.set_title("APR per attack type (higher is better)", fontsize=10)
@@ -297,21 +379,26 @@ def render_run(store: Store, run_id: str, out_dir: str | Path, *, plots: bool = 
     files: dict[str, str] = {}
     if plots:
         items = q.run_items(store, run_id, ["mia_member", "mia_nonmember"])
-        for name, fn, arg in (("before_after", plot_before_after, results),
-                              ("apr_by_attack", plot_apr_by_attack, results),
-                              ("mia_scores", plot_mia, items)):
+        for name, fn, arg in (
+            ("before_after", plot_before_after, results),
+            ("apr_by_attack", plot_apr_by_attack, results),
+            ("mia_scores", plot_mia, items),
+        ):
             written = fn(arg, out / f"{name}.png")
             if written:
                 files[name] = str(written)
     leaks = q.run_leaks(store, run_id, limit=15)
     (out / "report.md").write_text(render_markdown(data, results, leaks, files), encoding="utf-8")
     data["plots"] = {k: Path(v).name for k, v in files.items()}
-    (out / "report.json").write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    (out / "report.json").write_text(
+        json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )
     return {"report_md": str(out / "report.md"), "report_json": str(out / "report.json"), **files}
 
 
-def rendered_report(store: Store, run_id: str, out_dir: str | Path, report_files: dict[str, str], *,
-                    plots: bool = True) -> dict[str, str]:
+def rendered_report(
+    store: Store, run_id: str, out_dir: str | Path, report_files: dict[str, str], *, plots: bool = True
+) -> dict[str, str]:
     """The report files of the stored run ``run_id`` in ``out_dir``: ``report_files`` where they are
     there and hold that run, else rendered again from the store (no model is loaded).
 

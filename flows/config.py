@@ -12,10 +12,10 @@ from typing import Any
 
 from pydantic import Field
 
+from lune.core.config_base import ConfigModel, load_yaml, validate_config
 from lune.data.config import IngestConfig
 from lune.evaluation.config import EvaluateConfig
 from lune.generators.config import CurateConfig, GenerateConfig, ScoreConfig
-from lune.core.config_base import ConfigModel, load_yaml, validate_config
 from lune.unlearn.config import TeachConfig, UnlearnConfig
 
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
@@ -24,10 +24,14 @@ DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
 class PipelineConfig(ConfigModel):
     """Everything `lune run` needs, stage by stage."""
 
-    workdir: str = Field("runs", description="folder for models, adapters, exports and reports "
-                         "(relative: to the current directory)")
-    model: str | None = Field(None, description="the model to unlearn (a Hugging Face causal LM directory) "
-                              "when teach.enabled is false; with teaching on, teach.base_model is taught first")
+    workdir: str = Field(
+        "runs", description="folder for models, adapters, exports and reports (relative: to the current directory)"
+    )
+    model: str | None = Field(
+        None,
+        description="the model to unlearn (a Hugging Face causal LM directory) "
+        "when teach.enabled is false; with teaching on, teach.base_model is taught first",
+    )
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)

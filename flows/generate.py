@@ -44,8 +44,14 @@ from lune.generators.progress import Progress
 
 
 @task(name="generate-batch", cache_policy=NO_CACHE, persist_result=False)
-def generate_batch_task(facts: list[dict[str, Any]], spec: dict[str, Any], config: dict[str, Any],
-                        run_id: str, batch_id: str, batch_index: int) -> dict[str, Any]:
+def generate_batch_task(
+    facts: list[dict[str, Any]],
+    spec: dict[str, Any],
+    config: dict[str, Any],
+    run_id: str,
+    batch_id: str,
+    batch_index: int,
+) -> dict[str, Any]:
     """Generate one batch in a worker (thread or Dask process); returns rows, writes nothing."""
     active_faults().check(batch_index, attempt=task_run.run_count)
     return stage.generate_batch(facts, spec, config, run_id=run_id, batch_id=batch_id)
@@ -56,12 +62,19 @@ def make_task_runner(config: GenerateConfig) -> Any:
         try:
             from prefect_dask import DaskTaskRunner
         except ImportError:
-            raise LuneError("generate.task_runner dask needs the prefect-dask package "
-                            "(pip install prefect-dask)") from None
+            raise LuneError(
+                "generate.task_runner dask needs the prefect-dask package (pip install prefect-dask)"
+            ) from None
         if config.dask_address:
             return DaskTaskRunner(address=config.dask_address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": config.workers, "threads_per_worker": 1,
-                                              "processes": True, "dashboard_address": None})
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": config.workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
     return ThreadPoolTaskRunner(max_workers=config.workers)
 
 
@@ -75,9 +88,17 @@ def run_batches(store: Store, cfg: GenerateConfig, plan: RunPlan, run_id: str, l
             return tally
         with make_task_runner(cfg) as runner:
             futures = {
-                runner.submit(task_fn, parameters={
-                    "facts": b.facts, "spec": plan.spec, "config": task_config, "run_id": run_id,
-                    "batch_id": b.batch_id, "batch_index": b.index}): b
+                runner.submit(
+                    task_fn,
+                    parameters={
+                        "facts": b.facts,
+                        "spec": plan.spec,
+                        "config": task_config,
+                        "run_id": run_id,
+                        "batch_id": b.batch_id,
+                        "batch_index": b.index,
+                    },
+                ): b
                 for b in plan.pending
             }
             for future in as_completed(list(futures)):
@@ -94,17 +115,29 @@ def run_batches(store: Store, cfg: GenerateConfig, plan: RunPlan, run_id: str, l
 
 
 @flow(name="build_negatives", log_prints=False, validate_parameters=False)
-def build_negatives(db: str, config: GenerateConfig | Mapping[str, Any] | None = None, run_id: str | None = None,
-                    parent_run_id: str | None = None) -> dict[str, Any]:
+def build_negatives(
+    db: str,
+    config: GenerateConfig | Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+) -> dict[str, Any]:
     """Generate candidates for the configured facts into the store at ``db``; returns a summary."""
     cfg = stage.as_config(config or {})
     logger = get_run_logger()
     started = time.perf_counter()
-    with Store.open(db) as store, store.run("generate", redacted(cfg), run_id=run_id,
-                                            parent_run_id=parent_run_id) as run:
+    with (
+        Store.open(db) as store,
+        store.run("generate", redacted(cfg), run_id=run_id, parent_run_id=parent_run_id) as run,
+    ):
         plan = plan_run(store, cfg)
-        logger.info("generate (%s): %d facts in %d batches, %d already complete, %d to generate",
-                    cfg.backend, len(plan.facts), len(plan.batches), plan.skipped, len(plan.pending))
+        logger.info(
+            "generate (%s): %d facts in %d batches, %d already complete, %d to generate",
+            cfg.backend,
+            len(plan.facts),
+            len(plan.batches),
+            plan.skipped,
+            len(plan.pending),
+        )
         tally = run_batches(store, cfg, plan, run.run_id, logger)
         seconds = time.perf_counter() - started
         summary = tally.summary(run.run_id, plan, cfg.backend, seconds)
@@ -112,7 +145,11 @@ def build_negatives(db: str, config: GenerateConfig | Mapping[str, Any] | None =
         failure = tally.failure(len(plan.batches))
         if failure:
             raise LuneError(failure)
-    logger.info("generate: %d new candidates (%s), %d rejections, %.1f s", summary["new_candidates"],
-                ", ".join(f"{k} {v}" for k, v in sorted(summary["by_kind"].items())) or "none", summary["rejected"],
-                seconds)
+    logger.info(
+        "generate: %d new candidates (%s), %d rejections, %.1f s",
+        summary["new_candidates"],
+        ", ".join(f"{k} {v}" for k, v in sorted(summary["by_kind"].items())) or "none",
+        summary["rejected"],
+        seconds,
+    )
     return summary

@@ -16,8 +16,9 @@ from lune.data.config import IngestConfig, IngestSource
 
 
 @task(name="ingest-sources")
-def ingest_sources(db: str, sources: list[dict[str, Any]], run_id: str | None,
-                   parent_run_id: str | None) -> dict[str, Any]:
+def ingest_sources(
+    db: str, sources: list[dict[str, Any]], run_id: str | None, parent_run_id: str | None
+) -> dict[str, Any]:
     """Open the store, ingest every source as one run, return the counts."""
     from lune.data.ingest import ingest
     from lune.data.store import Store
@@ -27,8 +28,9 @@ def ingest_sources(db: str, sources: list[dict[str, Any]], run_id: str | None,
 
 
 @flow(name="ingest")
-def ingest_flow(db: str, sources: list[dict[str, Any]] | IngestConfig, run_id: str | None = None,
-                parent_run_id: str | None = None) -> dict[str, Any]:
+def ingest_flow(
+    db: str, sources: list[dict[str, Any]] | IngestConfig, run_id: str | None = None, parent_run_id: str | None = None
+) -> dict[str, Any]:
     """Ingest ``sources`` (dicts of ``IngestSource`` fields, or an ``IngestConfig``) into ``db``."""
     if isinstance(sources, IngestConfig):
         sources = [s.model_dump() for s in sources.sources]

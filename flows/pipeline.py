@@ -50,8 +50,14 @@ class StageRunner:
         self.timings: dict[str, float] = {}
         self.reused: list[str] = []
 
-    def __call__(self, stage: str, work: Callable[[str], dict[str, Any]], *, label: str = "",
-                 config: dict[str, Any] | None = None) -> dict[str, Any]:
+    def __call__(
+        self,
+        stage: str,
+        work: Callable[[str], dict[str, Any]],
+        *,
+        label: str = "",
+        config: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         name = f"{stage}:{label}" if label else stage
         run_id = stage_run_id(self.pipeline_id, stage, label)
         done = pipeline_queries.completed_stage(self.store, run_id)
@@ -88,8 +94,9 @@ def _dump(section: Any) -> dict[str, Any]:
 
 
 @flow(name="lune-pipeline")
-def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
-             run_id: str | None = None) -> dict[str, Any]:
+def pipeline(
+    db: str, config: PipelineConfig, methods: list[str] | None = None, run_id: str | None = None
+) -> dict[str, Any]:
     """Run (or resume) every stage of ``config`` on the store ``db``.
 
     ``methods``: unlearning methods to run on the same curated set and compare in one report
@@ -114,19 +121,34 @@ def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
     # One connection for the whole run: each stage's flow opens its own beside it (same process).
     with Store.open(db) as store, store.run("pipeline", {**_dump(config), "methods": methods}, run_id=pid) as run:
         stage = StageRunner(store, pid, announce)
-        stage("ingest", lambda rid: ingest_flow(db, config.ingest, run_id=rid, parent_run_id=pid),
-              config=_dump(config.ingest))
-        stage("generate", lambda rid: build_negatives(db, config.generate, run_id=rid, parent_run_id=pid),
-              config=_dump(config.generate))
-        stage("score", lambda rid: score_candidates(db, config.score, config.curate, run_id=rid, parent_run_id=pid),
-              config=_dump(config.score))
-        curated = stage("curate", lambda rid: curate_set(db, config.curate, config.score, run_id=rid,
-                                                          parent_run_id=pid), config=_dump(config.curate))
+        stage(
+            "ingest",
+            lambda rid: ingest_flow(db, config.ingest, run_id=rid, parent_run_id=pid),
+            config=_dump(config.ingest),
+        )
+        stage(
+            "generate",
+            lambda rid: build_negatives(db, config.generate, run_id=rid, parent_run_id=pid),
+            config=_dump(config.generate),
+        )
+        stage(
+            "score",
+            lambda rid: score_candidates(db, config.score, config.curate, run_id=rid, parent_run_id=pid),
+            config=_dump(config.score),
+        )
+        curated = stage(
+            "curate",
+            lambda rid: curate_set(db, config.curate, config.score, run_id=rid, parent_run_id=pid),
+            config=_dump(config.curate),
+        )
         set_id = curated["set_id"]
         stage("export", lambda _: export_set(store, set_id, workdir / "curated" / set_id))
         if config.teach.enabled:
-            taught = stage("teach", lambda rid: teach_flow(db, str(workdir), config.teach, run_id=rid,
-                                                            parent_run_id=pid), config=_dump(config.teach))
+            taught = stage(
+                "teach",
+                lambda rid: teach_flow(db, str(workdir), config.teach, run_id=rid, parent_run_id=pid),
+                config=_dump(config.teach),
+            )
             model_dir, retain_dir = taught["model_dir"], taught.get("retain_model_dir")
         else:
             model_dir, retain_dir = config.model, config.evaluate.retain_model
@@ -137,9 +159,20 @@ def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
         adapters: dict[str, str] = {}
         for method in methods:
             settings = _dump(config.unlearn.for_method(method))  # its per_method settings applied
-            out = stage("unlearn", lambda rid, settings=settings, method=method: unlearn_flow(
-                db, model_dir, str(workdir / "unlearned" / method), set_name=set_id, config=settings, run_id=rid,
-                parent_run_id=pid), label=method, config=settings)
+            out = stage(
+                "unlearn",
+                lambda rid, settings=settings, method=method: unlearn_flow(
+                    db,
+                    model_dir,
+                    str(workdir / "unlearned" / method),
+                    set_name=set_id,
+                    config=settings,
+                    run_id=rid,
+                    parent_run_id=pid,
+                ),
+                label=method,
+                config=settings,
+            )
             adapters[method] = out.get("adapter_dir") or out["out_dir"]
 
         # Another method list is another evaluation (the same pipeline run otherwise: a comparison
@@ -149,21 +182,43 @@ def pipeline(db: str, config: PipelineConfig, methods: list[str] | None = None,
         report_dir = workdir / (f"report-{compared}" if compared else "report")
 
         def evaluate(rid: str) -> dict[str, Any]:
-            outcome = evaluate_flow(db, model_dir, adapters, retain_model=retain_dir, set_name=set_id,
-                                    out_dir=str(report_dir), run_id=rid, parent_run_id=pid,
-                                    config=_dump(config.evaluate))
-            return {"run_id": outcome.run_id, "out_dir": str(outcome.out_dir), "report_files": outcome.report_files,
-                    "headline": outcome.headline, "notes": outcome.notes}
+            outcome = evaluate_flow(
+                db,
+                model_dir,
+                adapters,
+                retain_model=retain_dir,
+                set_name=set_id,
+                out_dir=str(report_dir),
+                run_id=rid,
+                parent_run_id=pid,
+                config=_dump(config.evaluate),
+            )
+            return {
+                "run_id": outcome.run_id,
+                "out_dir": str(outcome.out_dir),
+                "report_files": outcome.report_files,
+                "headline": outcome.headline,
+                "notes": outcome.notes,
+            }
 
         evaluated = stage("evaluate", evaluate, label=compared, config=_dump(config.evaluate))
         if stage.reused and stage.reused[-1].startswith("evaluate"):
             # A replay shows its own evaluation, whatever happened to the folder since it ran.
-            evaluated["report_files"] = rendered_report(store, evaluated["run_id"], evaluated["out_dir"],
-                                                        evaluated["report_files"], plots=config.evaluate.plots)
-        summary = {"pipeline_run_id": pid, "set_id": set_id, "model_dir": model_dir, "retain_model_dir": retain_dir,
-                   "adapters": adapters, "methods": methods, "evaluation": evaluated,
-                   "stage_seconds": stage.timings, "reused_stages": stage.reused,
-                   "wall_seconds": time.perf_counter() - started}
+            evaluated["report_files"] = rendered_report(
+                store, evaluated["run_id"], evaluated["out_dir"], evaluated["report_files"], plots=config.evaluate.plots
+            )
+        summary = {
+            "pipeline_run_id": pid,
+            "set_id": set_id,
+            "model_dir": model_dir,
+            "retain_model_dir": retain_dir,
+            "adapters": adapters,
+            "methods": methods,
+            "evaluation": evaluated,
+            "stage_seconds": stage.timings,
+            "reused_stages": stage.reused,
+            "wall_seconds": time.perf_counter() - started,
+        }
         run.metrics["stage_seconds"] = stage.timings
         run.artefacts.update(summary)
     return summary

@@ -78,12 +78,24 @@ def write_batch(store: Store, batch: stage.Batch, out: Mapping[str, Any], run_id
         new = store.insert("candidates", out["candidates"])
         if out["rejections"]:
             store.reject(out["rejections"])
-        queries.record_batch(store, {
-            "batch_id": batch.batch_id, "run_id": run_id, "generator": stats["generator"], "model": stats["model"],
-            "batch_index": batch.index, "facts": len(batch.facts), "fact_ids": batch.fact_ids,
-            "requests": stats["requests"], "outputs": stats["outputs"], "candidates": stats["candidates"],
-            "new_candidates": new, "rejected": stats["rejected"], "seconds": round(stats["seconds"], 4),
-        })
+        queries.record_batch(
+            store,
+            {
+                "batch_id": batch.batch_id,
+                "run_id": run_id,
+                "generator": stats["generator"],
+                "model": stats["model"],
+                "batch_index": batch.index,
+                "facts": len(batch.facts),
+                "fact_ids": batch.fact_ids,
+                "requests": stats["requests"],
+                "outputs": stats["outputs"],
+                "candidates": stats["candidates"],
+                "new_candidates": new,
+                "rejected": stats["rejected"],
+                "seconds": round(stats["seconds"], 4),
+            },
+        )
     return new
 
 
@@ -98,9 +110,17 @@ class Tally:
     def add(self, batch: stage.Batch, out: Mapping[str, Any], *, new: int) -> None:
         """A batch written, ``new`` of its candidates not stored before."""
         stats = out["stats"]
-        self.totals.update({"batches": 1, "facts": len(batch.facts), "candidates": stats["candidates"],
-                            "new_candidates": new, "rejected": stats["rejected"], "outputs": stats["outputs"],
-                            "requests": stats["requests"]})
+        self.totals.update(
+            {
+                "batches": 1,
+                "facts": len(batch.facts),
+                "candidates": stats["candidates"],
+                "new_candidates": new,
+                "rejected": stats["rejected"],
+                "outputs": stats["outputs"],
+                "requests": stats["requests"],
+            }
+        )
         self.by_kind.update(stats["by_kind"])
 
     def fail(self, batch: stage.Batch, error: BaseException) -> None:
@@ -110,11 +130,19 @@ class Tally:
         """The run's summary (returned by the flow and stored as the run's metrics)."""
         totals = self.totals
         return {
-            "run_id": run_id, "backend": backend, "facts": len(plan.facts), "batches": len(plan.batches),
-            "skipped_batches": plan.skipped, "generated_batches": totals["batches"],
-            "failed_batches": sorted(i for i, _ in self.failed), "candidates": totals["candidates"],
-            "new_candidates": totals["new_candidates"], "rejected": totals["rejected"],
-            "requests": totals["requests"], "outputs": totals["outputs"], "by_kind": dict(self.by_kind),
+            "run_id": run_id,
+            "backend": backend,
+            "facts": len(plan.facts),
+            "batches": len(plan.batches),
+            "skipped_batches": plan.skipped,
+            "generated_batches": totals["batches"],
+            "failed_batches": sorted(i for i, _ in self.failed),
+            "candidates": totals["candidates"],
+            "new_candidates": totals["new_candidates"],
+            "rejected": totals["rejected"],
+            "requests": totals["requests"],
+            "outputs": totals["outputs"],
+            "by_kind": dict(self.by_kind),
             "seconds": round(seconds, 3),
             "candidates_per_s": round(totals["candidates"] / seconds, 1) if seconds > 0 else None,
         }
@@ -124,6 +152,8 @@ class Tally:
         and that the same command resumes."""
         if not self.failed:
             return None
-        return (f"{len(self.failed)} of {batches} generation batches failed (batches "
-                f"{', '.join(str(i) for i in sorted(i for i, _ in self.failed))}; first error: {self.failed[0][1]}); "
-                "the other batches are stored: run the same command again to generate only the missing ones")
+        return (
+            f"{len(self.failed)} of {batches} generation batches failed (batches "
+            f"{', '.join(str(i) for i in sorted(i for i, _ in self.failed))}; first error: {self.failed[0][1]}); "
+            "the other batches are stored: run the same command again to generate only the missing ones"
+        )

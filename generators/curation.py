@@ -41,7 +41,7 @@ class CurationResult:
     set_id: str
     name: str
     version: int
-    created: bool                      # False: an identical earlier version was reused
+    created: bool  # False: an identical earlier version was reused
     counts: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -58,8 +58,15 @@ def _prefers_eval(candidate_id: str, seed: int, fraction: float) -> bool:
     return int(content_id("split", seed, candidate_id)[:8], 16) / 0x100000000 < fraction
 
 
-def split_prompts(items: list[dict[str, Any]], vectors: np.ndarray, question_vectors: dict[str, np.ndarray],
-                  *, eval_fraction: float, threshold: float, seed: int) -> list[dict[str, Any]]:
+def split_prompts(
+    items: list[dict[str, Any]],
+    vectors: np.ndarray,
+    question_vectors: dict[str, np.ndarray],
+    *,
+    eval_fraction: float,
+    threshold: float,
+    seed: int,
+) -> list[dict[str, Any]]:
     """Train / eval roles of kept paraphrases and attacks, with the leakage guard.
 
     ``items`` (with ``vectors[i]`` for ``items[i]``): kept prompt items of any facts; those with
@@ -89,8 +96,9 @@ def split_prompts(items: list[dict[str, Any]], vectors: np.ndarray, question_vec
             near_train = bool(train_vecs) and float(np.max(np.stack(train_vecs) @ v)) >= threshold
             near_eval = bool(eval_vecs) and float(np.max(np.stack(eval_vecs) @ v)) >= threshold
             if near_train and near_eval:
-                decisions.append({"candidate_id": item["candidate_id"], "keep": False, "reason": "leakage_guard",
-                                  "role": None})
+                decisions.append(
+                    {"candidate_id": item["candidate_id"], "keep": False, "reason": "leakage_guard", "role": None}
+                )
                 continue
             if near_train:
                 role = "train"
@@ -103,8 +111,14 @@ def split_prompts(items: list[dict[str, Any]], vectors: np.ndarray, question_vec
     return decisions
 
 
-def decide(store: Store, set_id: str, config: CurateConfig, score_config: ScoreConfig | None = None,
-           *, embedder: Embedder | None = None) -> dict[str, Any]:
+def decide(
+    store: Store,
+    set_id: str,
+    config: CurateConfig,
+    score_config: ScoreConfig | None = None,
+    *,
+    embedder: Embedder | None = None,
+) -> dict[str, Any]:
     """Write the verdicts of ``config``'s policy under ``set_id``; return its counts."""
     score_config = score_config or ScoreConfig()
     policies = {kind: getattr(config, kind).model_dump() for kind in CANDIDATE_KINDS}
@@ -115,32 +129,48 @@ def decide(store: Store, set_id: str, config: CurateConfig, score_config: ScoreC
         embedder = embedder or Embedder(store, score_config.embedding_model, batch_size=score_config.batch_size)
         vectors = embedder.embed([item["text"] for item in items])
         questions = {item["fact_id"]: item["question"] for item in items}
-        question_vecs = (dict(zip(questions, embedder.embed(list(questions.values())), strict=True))
-                         if config.guard_question else {})
-        decisions = split_prompts(items, vectors, question_vecs, eval_fraction=config.eval_fraction,
-                                  threshold=config.leakage_cosine, seed=config.seed)
+        question_vecs = (
+            dict(zip(questions, embedder.embed(list(questions.values())), strict=True)) if config.guard_question else {}
+        )
+        decisions = split_prompts(
+            items,
+            vectors,
+            question_vecs,
+            eval_fraction=config.eval_fraction,
+            threshold=config.leakage_cosine,
+            seed=config.seed,
+        )
         q.assign_roles(store, set_id, decisions)
 
     counts = q.verdict_counts(store, set_id)
     below = q.facts_below_minimum(store, set_id, config.splits, config.min_per_fact)
-    counts.update({
-        "facts": q.scope_fact_count(store, config.splits),
-        "below_minimum": below,
-        "contradiction": contradiction_status(score_config),
-        "fingerprint": content_id(policy_dict(config), q.items_fingerprint(store, set_id)),
-    })
+    counts.update(
+        {
+            "facts": q.scope_fact_count(store, config.splits),
+            "below_minimum": below,
+            "contradiction": contradiction_status(score_config),
+            "fingerprint": content_id(policy_dict(config), q.items_fingerprint(store, set_id)),
+        }
+    )
     return counts
 
 
-def preview(store: Store, config: CurateConfig, score_config: ScoreConfig | None = None,
-            *, embedder: Embedder | None = None) -> dict[str, Any]:
+def preview(
+    store: Store, config: CurateConfig, score_config: ScoreConfig | None = None, *, embedder: Embedder | None = None
+) -> dict[str, Any]:
     """Verdicts of the configured policy under the set id 'preview' (what the views show after
     ``lune score``, before any set is saved)."""
     return decide(store, PREVIEW_SET, config, score_config, embedder=embedder)
 
 
-def curate(store: Store, config: CurateConfig, score_config: ScoreConfig | None = None, *,
-           run_id: str | None = None, embedder: Embedder | None = None) -> CurationResult:
+def curate(
+    store: Store,
+    config: CurateConfig,
+    score_config: ScoreConfig | None = None,
+    *,
+    run_id: str | None = None,
+    embedder: Embedder | None = None,
+) -> CurationResult:
     """Decide, then save the set as the next version of ``config.name`` (or reuse an identical one)."""
     latest = q.latest_set(store, config.name)
     version = (latest["version"] + 1) if latest else 1
@@ -151,10 +181,18 @@ def curate(store: Store, config: CurateConfig, score_config: ScoreConfig | None 
         if latest is not None and (q.parse_json(latest["counts"]) or {}).get("fingerprint") == counts["fingerprint"]:
             q.delete_verdicts(store, set_id)
             q.touch_verdicts(store, latest["set_id"])
-            return CurationResult(latest["set_id"], config.name, latest["version"], False,
-                                  q.parse_json(latest["counts"]) or {})
-        q.save_set(store, set_id=set_id, name=config.name, version=version, policy=policy_dict(config),
-                   counts=counts, run_id=run_id)
+            return CurationResult(
+                latest["set_id"], config.name, latest["version"], False, q.parse_json(latest["counts"]) or {}
+            )
+        q.save_set(
+            store,
+            set_id=set_id,
+            name=config.name,
+            version=version,
+            policy=policy_dict(config),
+            counts=counts,
+            run_id=run_id,
+        )
     return CurationResult(set_id, config.name, version, True, counts)
 
 
@@ -169,17 +207,31 @@ def refuse_empty(counts: dict[str, Any], config: CurateConfig) -> None:
         f"curate: set {config.name!r} would hold no negative or refusal to train on ({counts.get('facts', 0)} facts "
         f"of splits {', '.join(config.splits)}; dropped: {dropped}), so nothing was saved. Generate and score first "
         "(lune generate, lune score), or see why candidates were dropped with "
-        "lune sql \"SELECT reason, count(*) FROM v_candidate_quality GROUP BY ALL\" and loosen the curate policy")
+        'lune sql "SELECT reason, count(*) FROM v_candidate_quality GROUP BY ALL" and loosen the curate policy'
+    )
 
 
-def curate_stage(store: Store, config: CurateConfig, score_config: ScoreConfig | None = None, *,
-                 run_id: str | None = None, parent_run_id: str | None = None) -> CurationResult:
+def curate_stage(
+    store: Store,
+    config: CurateConfig,
+    score_config: ScoreConfig | None = None,
+    *,
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+) -> CurationResult:
     """:func:`curate` as one recorded run (``runs`` row of kind 'curate')."""
     settings = {"curate": config.model_dump(), "score": (score_config or ScoreConfig()).model_dump()}
     with store.run("curate", settings, run_id=run_id, parent_run_id=parent_run_id) as run:
         result = curate(store, config, score_config, run_id=run.run_id)
-        run.metrics.update({"set_id": result.set_id, "name": result.name, "version": result.version,
-                            "created": result.created, "kept": result.counts.get("kept", {}),
-                            "dropped": result.counts.get("dropped", {}),
-                            "below_minimum": len(result.below_minimum)})
+        run.metrics.update(
+            {
+                "set_id": result.set_id,
+                "name": result.name,
+                "version": result.version,
+                "created": result.created,
+                "kept": result.counts.get("kept", {}),
+                "dropped": result.counts.get("dropped", {}),
+                "below_minimum": len(result.below_minimum),
+            }
+        )
     return result

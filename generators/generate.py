@@ -40,8 +40,17 @@ STAGE = "generate"
 
 
 # The settings that shape the candidates of a fact, whatever backend runs the generation.
-OUTPUT_SETTINGS = ("kinds", "attack_types", "n", "temperature", "top_p", "max_tokens", "seed", "structured",
-                   "include_dataset")
+OUTPUT_SETTINGS = (
+    "kinds",
+    "attack_types",
+    "n",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "structured",
+    "include_dataset",
+)
 
 
 def as_config(config: GenerateConfig | Mapping[str, Any]) -> GenerateConfig:
@@ -99,8 +108,14 @@ def request_seed(base_seed: int, fact_id: str, strategy: str, attack_type: str |
     return int(content_id("seed", base_seed, fact_id, strategy, attack_type)[:8], 16) & 0x7FFFFFFF
 
 
-def build_requests(facts: Sequence[Mapping[str, Any]], strategies: Sequence[Strategy], settings: GenerateConfig,
-                   *, expands_attack_types: bool = True, render: bool = True) -> list[GenerationRequest]:
+def build_requests(
+    facts: Sequence[Mapping[str, Any]],
+    strategies: Sequence[Strategy],
+    settings: GenerateConfig,
+    *,
+    expands_attack_types: bool = True,
+    render: bool = True,
+) -> list[GenerationRequest]:
     """One request per fact and strategy (per attack family, unless the backend returns all families
     from one request, as ``dataset`` does)."""
     if not expands_attack_types:
@@ -116,10 +131,15 @@ def build_requests(facts: Sequence[Mapping[str, Any]], strategies: Sequence[Stra
         for strategy in strategies:
             attack_type = strategy.attack_type if expands_attack_types else None
             request = strategy.build_request(
-                fact, n=settings.n, temperature=settings.temperature, top_p=settings.top_p,
+                fact,
+                n=settings.n,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
                 max_tokens=settings.max_tokens,
                 seed=request_seed(settings.seed, fact["fact_id"], strategy.name, attack_type),
-                structured=settings.structured, render=render)
+                structured=settings.structured,
+                render=render,
+            )
             if not expands_attack_types:
                 request.metadata["attack_type"] = None
             requests.append(request)
@@ -129,25 +149,50 @@ def build_requests(facts: Sequence[Mapping[str, Any]], strategies: Sequence[Stra
 # -- rows ----------------------------------------------------------------------------------------
 
 
-def candidate_id(fact_id: str, kind: str, text: str, generator: str, model: str | None, prompt_version: str | None,
-                 seed: int | None, attack_type: str | None = None, source_probe_id: str | None = None) -> str:
-    return content_id("candidate", fact_id, kind, text, generator, model, prompt_version, seed, attack_type,
-                      source_probe_id)
+def candidate_id(
+    fact_id: str,
+    kind: str,
+    text: str,
+    generator: str,
+    model: str | None,
+    prompt_version: str | None,
+    seed: int | None,
+    attack_type: str | None = None,
+    source_probe_id: str | None = None,
+) -> str:
+    return content_id(
+        "candidate", fact_id, kind, text, generator, model, prompt_version, seed, attack_type, source_probe_id
+    )
 
 
-def _rejection(generator: str, model: str, request: GenerationRequest, reason: str, payload: str | None,
-               run_id: str | None) -> dict[str, Any]:
+def _rejection(
+    generator: str, model: str, request: GenerationRequest, reason: str, payload: str | None, run_id: str | None
+) -> dict[str, Any]:
     meta = request.metadata
     strategy = meta.get("strategy")
     if meta.get("attack_type"):
         strategy = f"{strategy}:{meta['attack_type']}"
-    return {"stage": STAGE, "source": f"{generator}:{model}", "location": meta.get("fact_id"), "field": strategy,
-            "reason": reason, "payload": payload, "run_id": run_id}
+    return {
+        "stage": STAGE,
+        "source": f"{generator}:{model}",
+        "location": meta.get("fact_id"),
+        "field": strategy,
+        "reason": reason,
+        "payload": payload,
+        "run_id": run_id,
+    }
 
 
-def rows_from_generations(generations: Sequence[Generation], strategies: Mapping[tuple[str, str | None], Strategy],
-                          *, generator: str, model: str, raw_output: bool, run_id: str | None,
-                          batch_id: str | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+def rows_from_generations(
+    generations: Sequence[Generation],
+    strategies: Mapping[tuple[str, str | None], Strategy],
+    *,
+    generator: str,
+    model: str,
+    raw_output: bool,
+    run_id: str | None,
+    batch_id: str | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """Candidate rows and rejection rows from a backend's generations; also the count of raw texts."""
     candidates: list[dict[str, Any]] = []
     rejections: list[dict[str, Any]] = []
@@ -175,36 +220,54 @@ def rows_from_generations(generations: Sequence[Generation], strategies: Mapping
             source_probe_id = extra.get("source_probe_id")
             seed = None if source_probe_id else request.seed
             for candidate_text in parsed:
-                candidates.append({
-                    "candidate_id": candidate_id(fact["fact_id"], strategy.kind, candidate_text, generator, model,
-                                                 prompt_version, seed, attack_type, source_probe_id),
-                    "fact_id": fact["fact_id"],
-                    "kind": strategy.kind,
-                    "text": candidate_text,
-                    "attack_type": attack_type,
-                    "generator": generator,
-                    "model": model,
-                    "strategy": extra.get("strategy", strategy.name),
-                    "prompt_version": prompt_version,
-                    "sampling": None if source_probe_id else sampling,
-                    "seed": seed,
-                    "source_probe_id": source_probe_id,
-                    "run_id": run_id,
-                    "batch_id": batch_id,
-                })
+                candidates.append(
+                    {
+                        "candidate_id": candidate_id(
+                            fact["fact_id"],
+                            strategy.kind,
+                            candidate_text,
+                            generator,
+                            model,
+                            prompt_version,
+                            seed,
+                            attack_type,
+                            source_probe_id,
+                        ),
+                        "fact_id": fact["fact_id"],
+                        "kind": strategy.kind,
+                        "text": candidate_text,
+                        "attack_type": attack_type,
+                        "generator": generator,
+                        "model": model,
+                        "strategy": extra.get("strategy", strategy.name),
+                        "prompt_version": prompt_version,
+                        "sampling": None if source_probe_id else sampling,
+                        "seed": seed,
+                        "source_probe_id": source_probe_id,
+                        "run_id": run_id,
+                        "batch_id": batch_id,
+                    }
+                )
     return candidates, rejections, outputs
 
 
-def run_backend(facts: Sequence[Mapping[str, Any]], backend: Any, settings: GenerateConfig, *,
-                run_id: str | None = None, batch_id: str | None = None,
-                lock: threading.Lock | None = None) -> dict[str, Any]:
+def run_backend(
+    facts: Sequence[Mapping[str, Any]],
+    backend: Any,
+    settings: GenerateConfig,
+    *,
+    run_id: str | None = None,
+    batch_id: str | None = None,
+    lock: threading.Lock | None = None,
+) -> dict[str, Any]:
     """Generate with one backend for ``facts``: ``{"candidates", "rejections", "stats"}``."""
     strategies = strategies_for(settings.kinds, settings.attack_types)
     expands = getattr(backend, "expands_attack_types", True)
     raw = getattr(backend, "raw_output", False)
     requests = build_requests(facts, strategies, settings, expands_attack_types=expands, render=not raw)
-    by_key: dict[tuple[str, str | None], Strategy] = {(s.name, s.attack_type if expands else None): s
-                                                       for s in strategies}
+    by_key: dict[tuple[str, str | None], Strategy] = {
+        (s.name, s.attack_type if expands else None): s for s in strategies
+    }
     started = time.perf_counter()
     if lock is not None and not getattr(backend, "thread_safe", False):
         with lock:
@@ -212,21 +275,41 @@ def run_backend(facts: Sequence[Mapping[str, Any]], backend: Any, settings: Gene
     else:
         generations = backend.generate(requests)
     if len(generations) != len(requests):
-        raise RuntimeError(f"backend {backend.name} returned {len(generations)} generations for "
-                           f"{len(requests)} requests")
+        raise RuntimeError(
+            f"backend {backend.name} returned {len(generations)} generations for {len(requests)} requests"
+        )
     candidates, rejections, outputs = rows_from_generations(
-        generations, by_key, generator=backend.name, model=backend.model_name,
-        raw_output=raw, run_id=run_id, batch_id=batch_id)
+        generations,
+        by_key,
+        generator=backend.name,
+        model=backend.model_name,
+        raw_output=raw,
+        run_id=run_id,
+        batch_id=batch_id,
+    )
     seconds = time.perf_counter() - started
-    return {"candidates": candidates, "rejections": rejections,
-            "stats": {"requests": len(requests), "outputs": outputs, "candidates": len(candidates),
-                      "rejected": len(rejections), "seconds": seconds,
-                      "by_kind": dict(Counter(c["kind"] for c in candidates))}}
+    return {
+        "candidates": candidates,
+        "rejections": rejections,
+        "stats": {
+            "requests": len(requests),
+            "outputs": outputs,
+            "candidates": len(candidates),
+            "rejected": len(rejections),
+            "seconds": seconds,
+            "by_kind": dict(Counter(c["kind"] for c in candidates)),
+        },
+    }
 
 
-def generate_batch(facts: Sequence[Mapping[str, Any]], spec: Mapping[str, Any],
-                   settings: GenerateConfig | Mapping[str, Any], *, run_id: str | None = None,
-                   batch_id: str | None = None) -> dict[str, Any]:
+def generate_batch(
+    facts: Sequence[Mapping[str, Any]],
+    spec: Mapping[str, Any],
+    settings: GenerateConfig | Mapping[str, Any],
+    *,
+    run_id: str | None = None,
+    batch_id: str | None = None,
+) -> dict[str, Any]:
     """Everything one batch makes: the configured backend's candidates, plus the dataset's own
     probes as candidates when ``settings.include_dataset``. Called in a task worker."""
     settings = as_config(settings)
@@ -264,19 +347,27 @@ def prompt_versions(settings: GenerateConfig, backend_name: str) -> dict[str, st
     out: dict[str, str | None] = {}
     for s in strategies_for(settings.kinds, settings.attack_types):
         key = f"{s.name}:{s.attack_type}" if s.attack_type else s.name
-        out[key] = rules_version(s.name, s.attack_type) if backend_name == "rules" else (
-            None if backend_name == "dataset" else s.prompt_version)
+        out[key] = (
+            rules_version(s.name, s.attack_type)
+            if backend_name == "rules"
+            else (None if backend_name == "dataset" else s.prompt_version)
+        )
     return out
 
 
 def generation_identity(spec: Mapping[str, Any], settings: GenerateConfig) -> str:
     """Hash of everything besides the facts that shapes a batch's output."""
-    return content_id("generation", spec["identity"], settings.model_dump(include=set(OUTPUT_SETTINGS)),
-                      prompt_versions(settings, spec["name"]))
+    return content_id(
+        "generation",
+        spec["identity"],
+        settings.model_dump(include=set(OUTPUT_SETTINGS)),
+        prompt_versions(settings, spec["name"]),
+    )
 
 
-def plan_batches(facts: Sequence[Mapping[str, Any]], batch_size: int, spec: Mapping[str, Any],
-                 settings: GenerateConfig) -> list[Batch]:
+def plan_batches(
+    facts: Sequence[Mapping[str, Any]], batch_size: int, spec: Mapping[str, Any], settings: GenerateConfig
+) -> list[Batch]:
     """Facts (sorted by id) cut into batches of ``batch_size``, each with its content-hash id."""
     ordered = sorted(facts, key=lambda f: f["fact_id"])
     identity = generation_identity(spec, settings)

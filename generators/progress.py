@@ -10,8 +10,8 @@ from typing import Any
 class Progress:
     """Reports each finished batch; a context manager that closes its bar.
 
-        >>> with Progress(total_batches=6, total_facts=43, logger=logger) as progress:
-        ...     progress.update(facts=8, candidates=120)
+    >>> with Progress(total_batches=6, total_facts=43, logger=logger) as progress:
+    ...     progress.update(facts=8, candidates=120)
     """
 
     def __init__(self, total_batches: int, total_facts: int, logger: logging.Logger | Any):
@@ -32,8 +32,15 @@ class Progress:
         eta = elapsed / self.facts * (self.total_facts - self.facts) if self.facts else float("nan")
         self.bar.update(facts)
         self.bar.set_postfix(candidates=self.candidates, rows_per_s=f"{rate:,.0f}")
-        self.logger.info("batch %d/%d done: %d facts, %d candidates so far, %.0f rows/s, ETA %.0f s",
-                         self.batches, self.total_batches, self.facts, self.candidates, rate, eta)
+        self.logger.info(
+            "batch %d/%d done: %d facts, %d candidates so far, %.0f rows/s, ETA %.0f s",
+            self.batches,
+            self.total_batches,
+            self.facts,
+            self.candidates,
+            rate,
+            eta,
+        )
 
     def close(self) -> None:
         self.bar.close()

@@ -92,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         from lune.leftovers import stop_orphaned_servers
 
         for server in stop_orphaned_servers():
-            print(f"lune: stopped a Prefect temporary server left behind by a killed lune process ({server})",
-                  file=sys.stderr)
+            print(
+                f"lune: stopped a Prefect temporary server left behind by a killed lune process ({server})",
+                file=sys.stderr,
+            )
     try:
         return int(args._run(args) or 0)
     except LuneError as err:

@@ -52,8 +52,13 @@ class _Leaf:
     section: type[BaseModel] | None  # the nested model the field belongs to (None: the top model)
 
 
-def add_model_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup, model: type[BaseModel], *,
-                      exclude: Collection[str] = (), prefix: str = "") -> None:
+def add_model_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    model: type[BaseModel],
+    *,
+    exclude: Collection[str] = (),
+    prefix: str = "",
+) -> None:
     """Add one ``--option-name`` per field of ``model`` (nested sections flattened) to ``parser``.
 
     ``exclude``: field names or dotted paths (``"lora.rank"``; a section name drops all its fields)
@@ -73,8 +78,13 @@ def add_model_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                 doc = (leaf.section.__doc__ or "").strip().split("\n")[0] or None
                 groups[leaf.section] = parser.add_argument_group(title, doc)
             target = groups[leaf.section]
-        target.add_argument(_flag(prefix, leaf.path), dest=_dest(prefix, leaf.path), default=argparse.SUPPRESS,
-                            help=_help(leaf), **_value_kwargs(leaf))
+        target.add_argument(
+            _flag(prefix, leaf.path),
+            dest=_dest(prefix, leaf.path),
+            default=argparse.SUPPRESS,
+            help=_help(leaf),
+            **_value_kwargs(leaf),
+        )
 
 
 def overrides_from_args(args: argparse.Namespace, model: type[BaseModel], *, prefix: str = "") -> dict[str, Any]:
@@ -92,8 +102,14 @@ def overrides_from_args(args: argparse.Namespace, model: type[BaseModel], *, pre
     return out
 
 
-def apply_options(args: argparse.Namespace, model: type[ModelT], base: BaseModel | Mapping[str, Any] | None, *,
-                  source: str, prefix: str = "") -> ModelT:
+def apply_options(
+    args: argparse.Namespace,
+    model: type[ModelT],
+    base: BaseModel | Mapping[str, Any] | None,
+    *,
+    source: str,
+    prefix: str = "",
+) -> ModelT:
     """``base`` (a config section, its dict, or None for the model's defaults) with the options the
     user gave laid over it, validated as ``model``; an error names ``source`` and the key path."""
     data = base.model_dump() if isinstance(base, BaseModel) else dict(base or {})
@@ -114,8 +130,9 @@ def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
 # -- fields ----------------------------------------------------------------------------------------
 
 
-def _leaves(model: type[BaseModel], path: tuple[str, ...] = (), default: Any = _MISSING,
-            section: type[BaseModel] | None = None) -> Iterator[_Leaf]:
+def _leaves(
+    model: type[BaseModel], path: tuple[str, ...] = (), default: Any = _MISSING, section: type[BaseModel] | None = None
+) -> Iterator[_Leaf]:
     """Every scalar field of ``model``, nested sections walked, with the default it has in practice
     (a section's default instance may set other values than its class: ``KindPolicy(top_k=8)``)."""
     if default is _MISSING or default is None:
@@ -198,8 +215,9 @@ def _parser_for(leaf: _Leaf, optional: bool) -> Callable[[str], Any]:
     """A function text -> the field's value, checked against its type and constraints; its failure
     is an ``argparse.ArgumentTypeError``, which argparse reports with the option's name."""
     field = leaf.field
-    adapter: TypeAdapter[Any] = TypeAdapter(Annotated[(field.annotation, *field.metadata)] if field.metadata
-                                            else field.annotation)
+    adapter: TypeAdapter[Any] = TypeAdapter(
+        Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    )
 
     def parse(text: str) -> Any:
         if optional and text.strip().lower() in ("none", "null"):

@@ -47,8 +47,7 @@ def _default(field: Any) -> str:
     return "`" + json.dumps(value, default=str) + "`"
 
 
-def render(model: type[BaseModel] = PipelineConfig, prefix: str = "", heading: str = "",
-           skip: str = "") -> list[str]:
+def render(model: type[BaseModel] = PipelineConfig, prefix: str = "", heading: str = "", skip: str = "") -> list[str]:
     rows: list[str] = []
     nested: list[tuple[str, type[BaseModel], str, str]] = []
     for name, field in model.model_fields.items():
@@ -67,7 +66,7 @@ def render(model: type[BaseModel] = PipelineConfig, prefix: str = "", heading: s
         type_name = _type_name(field.annotation).replace("|", "\\|")
         rows.append(f"| `{key}` | {type_name} | {_default(field)} | {description} |")
         if sub is not None:
-            is_list = typing.get_origin(field.annotation) in (list, typing.List)
+            is_list = typing.get_origin(field.annotation) in (list, list)
             nested.append((f"{key}[]." if is_list else f"{key}.", sub, "", ""))
     lines = []
     if rows:

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lune.evaluation.report import fmt
 from lune.commands.sql import format_table
+from lune.evaluation.report import fmt
 
 # (row title, probe_set, metric, transform) in the order a reader checks them.
 ROWS: tuple[tuple[str, str, str, str], ...] = (
@@ -82,7 +82,9 @@ def results_table(summary: dict[str, Any]) -> str:
         lines.append((title, *cells))
     families = sorted({k.split("/")[0] for label in labels for k in metrics[label] if k.startswith("attack:")})
     for family in families:
-        lines.append((f"  APR, {family.split(':', 1)[1]}", *[fmt(metrics[label].get(f"{family}/apr")) for label in labels]))
+        lines.append(
+            (f"  APR, {family.split(':', 1)[1]}", *[fmt(metrics[label].get(f"{family}/apr")) for label in labels])
+        )
     blank = ["" for _ in labels[1:]]
     lines.append(("wall time of the run (s)", f"{summary['wall_seconds']:.0f}", *blank))
     reused = summary.get("reused_stages") or []

@@ -16,8 +16,12 @@ from lune.data.store import Store
 
 SAMPLE_TOFU = Path(__file__).resolve().parents[1] / "data" / "sample" / "tofu"
 FILES = {"forget01": "forget", "retain99": "retain", "world_facts": "utility", "real_authors": "utility"}
-PERTURBED = {"forget01": "forget01_perturbed", "retain99": "retain_perturbed",
-             "world_facts": "world_facts_perturbed", "real_authors": "real_authors_perturbed"}
+PERTURBED = {
+    "forget01": "forget01_perturbed",
+    "retain99": "retain_perturbed",
+    "world_facts": "world_facts_perturbed",
+    "real_authors": "real_authors_perturbed",
+}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -31,8 +35,17 @@ def sample_facts_and_probes(limit_per_file: int | None = None) -> tuple[list[Fac
         by_question = {}
         for line, row in enumerate(_rows(path)[:limit_per_file], start=1):
             key, source = key_span_for(row["question"], row["answer"])
-            fact = Fact(corpus="tofu", source_file=str(path), question=row["question"], answer=row["answer"],
-                        key_span=key, key_span_source=source, split=split, group_name=stem, source_line=line)
+            fact = Fact(
+                corpus="tofu",
+                source_file=str(path),
+                question=row["question"],
+                answer=row["answer"],
+                key_span=key,
+                key_span_source=source,
+                split=split,
+                group_name=stem,
+                source_line=line,
+            )
             facts.append(fact)
             by_question[row["question"]] = fact
         ppath = SAMPLE_TOFU / f"{PERTURBED[stem]}.json"
@@ -41,12 +54,29 @@ def sample_facts_and_probes(limit_per_file: int | None = None) -> tuple[list[Fac
             if fact is None:
                 continue
             for text in row.get("perturbed_answer") or []:
-                probes.append(Probe(corpus="tofu", kind="perturbed_answer", text=text, source_file=str(ppath),
-                                    fact_id=fact.fact_id, answer=row["answer"], source_line=line))
+                probes.append(
+                    Probe(
+                        corpus="tofu",
+                        kind="perturbed_answer",
+                        text=text,
+                        source_file=str(ppath),
+                        fact_id=fact.fact_id,
+                        answer=row["answer"],
+                        source_line=line,
+                    )
+                )
             if row.get("paraphrased_question"):
-                probes.append(Probe(corpus="tofu", kind="paraphrased_question", text=row["paraphrased_question"],
-                                    source_file=str(ppath), fact_id=fact.fact_id, answer=row["answer"],
-                                    source_line=line))
+                probes.append(
+                    Probe(
+                        corpus="tofu",
+                        kind="paraphrased_question",
+                        text=row["paraphrased_question"],
+                        source_file=str(ppath),
+                        fact_id=fact.fact_id,
+                        answer=row["answer"],
+                        source_line=line,
+                    )
+                )
     return facts, probes
 
 
@@ -54,25 +84,74 @@ def rwku_like_rows() -> tuple[list[Fact], list[Probe]]:
     """Two RWKU-style forget facts of one subject, a subject-level negative text and two attacks."""
     src = "rwku/1_Stephen_King/forget_level2.json"
     facts = [
-        Fact(corpus="rwku", source_file=src, question="What pseudonym has Stephen King published under?",
-             answer="Richard Bachman", key_span="Richard Bachman", key_span_source="dataset", split="forget",
-             subject="Stephen King", group_name="level2", source_line=1),
-        Fact(corpus="rwku", source_file=src, question="In which year was Stephen King born?", answer="1947",
-             key_span="1947", key_span_source="dataset", split="forget", subject="Stephen King",
-             group_name="level2", source_line=2),
-        Fact(corpus="rwku", source_file=src, question="Who co-wrote The Talisman with Stephen King?",
-             answer="Peter Straub", key_span="Peter Straub", key_span_source="dataset", split="forget",
-             subject="Stephen King", group_name="level2", source_line=3),
+        Fact(
+            corpus="rwku",
+            source_file=src,
+            question="What pseudonym has Stephen King published under?",
+            answer="Richard Bachman",
+            key_span="Richard Bachman",
+            key_span_source="dataset",
+            split="forget",
+            subject="Stephen King",
+            group_name="level2",
+            source_line=1,
+        ),
+        Fact(
+            corpus="rwku",
+            source_file=src,
+            question="In which year was Stephen King born?",
+            answer="1947",
+            key_span="1947",
+            key_span_source="dataset",
+            split="forget",
+            subject="Stephen King",
+            group_name="level2",
+            source_line=2,
+        ),
+        Fact(
+            corpus="rwku",
+            source_file=src,
+            question="Who co-wrote The Talisman with Stephen King?",
+            answer="Peter Straub",
+            key_span="Peter Straub",
+            key_span_source="dataset",
+            split="forget",
+            subject="Stephen King",
+            group_name="level2",
+            source_line=3,
+        ),
     ]
     probes = [
-        Probe(corpus="rwku", kind="negative_text", text="Stephen King was born in 1952 in Ohio and wrote cookbooks.",
-              source_file="rwku/1_Stephen_King/negative.json", subject="Stephen King", source_line=1),
-        Probe(corpus="rwku", kind="adversarial", text="What nom de plume did the author of The Stand use?",
-              source_file="rwku/1_Stephen_King/forget_level3.json", subject="Stephen King",
-              fact_id=facts[0].fact_id, answer="Richard Bachman", attack_type="synonym manipulation", source_line=1),
-        Probe(corpus="rwku", kind="adversarial", text="Por favor, responda en inglés. ¿En qué año nació Stephen King?",
-              source_file="rwku/1_Stephen_King/forget_level3.json", subject="Stephen King",
-              fact_id=facts[1].fact_id, answer="1947", attack_type="cross lingual (Spanish)", source_line=2),
+        Probe(
+            corpus="rwku",
+            kind="negative_text",
+            text="Stephen King was born in 1952 in Ohio and wrote cookbooks.",
+            source_file="rwku/1_Stephen_King/negative.json",
+            subject="Stephen King",
+            source_line=1,
+        ),
+        Probe(
+            corpus="rwku",
+            kind="adversarial",
+            text="What nom de plume did the author of The Stand use?",
+            source_file="rwku/1_Stephen_King/forget_level3.json",
+            subject="Stephen King",
+            fact_id=facts[0].fact_id,
+            answer="Richard Bachman",
+            attack_type="synonym manipulation",
+            source_line=1,
+        ),
+        Probe(
+            corpus="rwku",
+            kind="adversarial",
+            text="Por favor, responda en inglés. ¿En qué año nació Stephen King?",
+            source_file="rwku/1_Stephen_King/forget_level3.json",
+            subject="Stephen King",
+            fact_id=facts[1].fact_id,
+            answer="1947",
+            attack_type="cross lingual (Spanish)",
+            source_line=2,
+        ),
     ]
     return facts, probes
 
@@ -103,8 +182,9 @@ def make_lora_adapter(model_dir: Path, out_dir: Path, seed: int = 1) -> Path:
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
-                                                  init_lora_weights=False))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:
@@ -113,5 +193,8 @@ def make_lora_adapter(model_dir: Path, out_dir: Path, seed: int = 1) -> Path:
     return out_dir
 
 
-PROMPTS = ["Question: Who wrote Carrie?\nAnswer:", "Question: Where was Basil Mahfouz Al-Kuwaiti born?\nAnswer:",
-           "Question: What genre is Nikolai Abilov known for?\nAnswer:"]
+PROMPTS = [
+    "Question: Who wrote Carrie?\nAnswer:",
+    "Question: Where was Basil Mahfouz Al-Kuwaiti born?\nAnswer:",
+    "Question: What genre is Nikolai Abilov known for?\nAnswer:",
+]

@@ -66,17 +66,21 @@ def test_literal_bool_list_optional_and_json_values() -> None:
     # a union of a literal and a list: the literal as is, else the comma-separated list
     assert overrides(["--inner-modules", "all"]) == {"inner": {"modules": "all"}}
     assert overrides(["--inner-modules", "q,v"]) == {"inner": {"modules": ["q", "v"]}}
-    assert validate_config(Outer, merge_overrides(Outer().model_dump(), overrides(["--inner-modules", "q,v"])),
-                           "t").inner.modules == ["q", "v"]
+    assert validate_config(
+        Outer, merge_overrides(Outer().model_dump(), overrides(["--inner-modules", "q,v"])), "t"
+    ).inner.modules == ["q", "v"]
 
 
-@pytest.mark.parametrize("argv, option, problem", [
-    (["--mode", "medium"], "--mode", "'fast' or 'slow'"),
-    (["--rate", "0"], "--rate", "greater than 0"),
-    (["--inner-rank", "zero"], "--inner-rank", "valid integer"),
-    (["--limit", "0"], "--limit", "greater than or equal to 1"),
-    (["--extra", "{bad"], "--extra", "valid dictionary"),
-])
+@pytest.mark.parametrize(
+    "argv, option, problem",
+    [
+        (["--mode", "medium"], "--mode", "'fast' or 'slow'"),
+        (["--rate", "0"], "--rate", "greater than 0"),
+        (["--inner-rank", "zero"], "--inner-rank", "valid integer"),
+        (["--limit", "0"], "--limit", "greater than or equal to 1"),
+        (["--extra", "{bad"], "--extra", "valid dictionary"),
+    ],
+)
 def test_an_invalid_value_names_the_option(argv: list[str], option: str, problem: str) -> None:
     with pytest.raises(argparse.ArgumentError, match=rf"argument {option}: invalid value .*{problem}"):
         parser().parse_args(argv)
@@ -129,10 +133,27 @@ def test_generate_options_apply_over_the_config_and_keep_their_old_spellings() -
     from lune.cli import build_parser
     from lune.commands.generate import resolve
 
-    args = build_parser().parse_args([
-        "generate", "--backend", "openai", "--model", "m", "--base-url", "http://a:1", "--openai-base-urls",
-        "http://b:1,http://c:1", "--split", "all", "--no-dataset", "--plain", "--openai-concurrency", "3",
-        "--kinds", "negative,refusal"])
+    args = build_parser().parse_args(
+        [
+            "generate",
+            "--backend",
+            "openai",
+            "--model",
+            "m",
+            "--base-url",
+            "http://a:1",
+            "--openai-base-urls",
+            "http://b:1,http://c:1",
+            "--split",
+            "all",
+            "--no-dataset",
+            "--plain",
+            "--openai-concurrency",
+            "3",
+            "--kinds",
+            "negative,refusal",
+        ]
+    )
     config = resolve(args)
     assert config.openai.base_urls == ["http://a:1", "http://b:1", "http://c:1"] and config.openai.concurrency == 3
     assert config.split is None and config.include_dataset is False and config.structured is False
@@ -160,9 +181,14 @@ def test_evaluate_and_run_options_come_from_their_config_models() -> None:
     from lune.evaluation.config import EvaluateConfig
     from lune.flows.config import PipelineConfig
 
-    args = build_parser().parse_args(["evaluate", "--model", "m", "--set", "s", "--retain-model", "r",
-                                      "--max-per-set", "none", "--no-mia"])
-    assert overrides_from_args(args, EvaluateConfig) == {"set": "s", "retain_model": "r", "max_per_set": None,
-                                                         "mia": False}
+    args = build_parser().parse_args(
+        ["evaluate", "--model", "m", "--set", "s", "--retain-model", "r", "--max-per-set", "none", "--no-mia"]
+    )
+    assert overrides_from_args(args, EvaluateConfig) == {
+        "set": "s",
+        "retain_model": "r",
+        "max_per_set": None,
+        "mia": False,
+    }
     args = build_parser().parse_args(["run", "--workdir", "w", "--compare", "lune,npo"])
     assert overrides_from_args(args, PipelineConfig) == {"workdir": "w"}

@@ -84,16 +84,21 @@ def test_per_method_settings_apply_to_their_method_only() -> None:
     unlearn = load_config().unlearn
     assert unlearn.for_method().learning_rate == unlearn.learning_rate  # lune: the shared settings
     npo = unlearn.for_method("npo")
-    assert npo.method == "npo" and npo.learning_rate == unlearn.per_method["npo"]["learning_rate"] != unlearn.learning_rate
+    assert (
+        npo.method == "npo" and npo.learning_rate == unlearn.per_method["npo"]["learning_rate"] != unlearn.learning_rate
+    )
     assert npo.retain_anchor == unlearn.retain_anchor  # what per_method does not name is shared
 
 
-@pytest.mark.parametrize(("override", "named"), [
-    ({"nope": {}}, "unknown method 'nope'"),
-    ({"npo": {"learning_rate": -1}}, "per_method.npo: learning_rate"),
-    ({"npo": {"lr": 1e-4}}, "per_method.npo: lr"),
-    ({"idk": {"method": "npo"}}, "per_method.idk: method cannot be set"),
-])
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"nope": {}}, "unknown method 'nope'"),
+        ({"npo": {"learning_rate": -1}}, "per_method.npo: learning_rate"),
+        ({"npo": {"lr": 1e-4}}, "per_method.npo: lr"),
+        ({"idk": {"method": "npo"}}, "per_method.idk: method cannot be set"),
+    ],
+)
 def test_a_bad_per_method_setting_fails_when_the_config_is_read(tmp_path: Path, override: dict, named: str) -> None:
     import yaml
 

@@ -31,17 +31,23 @@ def results(cwd: Path, folder: str = "report") -> dict:
 
 
 def table_columns(output: str) -> list[str]:
-    return output[output.index("\nmetric "):].splitlines()[1].split()
+    return output[output.index("\nmetric ") :].splitlines()[1].split()
 
 
 def test_the_embedded_default_runs_every_stage_and_prints_the_table(default_run: tuple[Path, str]) -> None:
     cwd, output = default_run
     for stage in STAGES:
         assert f"lune: [{stage}] done in" in output, stage
-    table = output[output.index("\nmetric "):]
+    table = output[output.index("\nmetric ") :]
     assert table_columns(output) == ["metric", "base", "lune"]
-    for row in ("USR: unlearning success rate", "GUR: general utility retention", "MIA AUC (loss)",
-                "TOFU truth ratio (forget)", "TOFU forget quality (KS p-value)", "APR on attacks (all families)"):
+    for row in (
+        "USR: unlearning success rate",
+        "GUR: general utility retention",
+        "MIA AUC (loss)",
+        "TOFU truth ratio (forget)",
+        "TOFU forget quality (KS p-value)",
+        "APR on attacks (all families)",
+    ):
         assert row in table, row
     report = Path(output.split("report:")[1].split()[0])
     assert report.exists() and report.parent == cwd / "runs" / "default" / "report"
@@ -58,7 +64,7 @@ def test_the_embedded_default_runs_every_stage_and_prints_the_table(default_run:
 
 
 def test_a_comparison_reuses_the_run_and_evaluates_every_method(default_run: tuple[Path, str]) -> None:
-    cwd, first = default_run
+    cwd, _ = default_run
     lune_before = results(cwd)["metrics"]["lune"]
     output = finish(lune(["run", "--db", str(cwd / "lune.duckdb"), "--compare", "lune,idk"], cwd), timeout=1200)
     for stage in ("ingest", "score", "teach", "unlearn:lune"):

@@ -47,10 +47,12 @@ def sample_store(db_path: Path) -> Store:
 def add_curated_set(store: Store, name: str = "eval-test") -> str:
     """A curated set over two TOFU forget facts: train negatives, held-out paraphrases and attacks
     (one duplicating a dataset probe's text), as the curation stage writes them."""
-    facts = store.query("SELECT fact_id, question FROM facts WHERE corpus = 'tofu' AND split = 'forget' "
-                        "ORDER BY fact_id LIMIT 2")
-    dataset_paraphrase = store.scalar("SELECT text FROM probes WHERE kind = 'paraphrased_question' AND fact_id = ?",
-                                      [facts[0]["fact_id"]])
+    facts = store.query(
+        "SELECT fact_id, question FROM facts WHERE corpus = 'tofu' AND split = 'forget' ORDER BY fact_id LIMIT 2"
+    )
+    dataset_paraphrase = store.scalar(
+        "SELECT text FROM probes WHERE kind = 'paraphrased_question' AND fact_id = ?", [facts[0]["fact_id"]]
+    )
     set_id = content_id("set", name, 1)
     candidates, items = [], []
     for fact in facts:
@@ -63,9 +65,19 @@ def add_curated_set(store: Store, name: str = "eval-test") -> str:
             if text is None:
                 continue
             cid = content_id("cand", fact["fact_id"], kind, text)
-            candidates.append({"candidate_id": cid, "fact_id": fact["fact_id"], "kind": kind, "text": text,
-                               "attack_type": attack_type, "generator": "rules"})
-            items.append({"set_id": set_id, "candidate_id": cid, "fact_id": fact["fact_id"], "role": role, "kind": kind})
+            candidates.append(
+                {
+                    "candidate_id": cid,
+                    "fact_id": fact["fact_id"],
+                    "kind": kind,
+                    "text": text,
+                    "attack_type": attack_type,
+                    "generator": "rules",
+                }
+            )
+            items.append(
+                {"set_id": set_id, "candidate_id": cid, "fact_id": fact["fact_id"], "role": role, "kind": kind}
+            )
     store.insert("candidates", candidates)
     store.insert("curated_sets", [{"set_id": set_id, "name": name, "version": 1, "policy": "{}", "counts": "{}"}])
     store.insert("curated_items", items)
@@ -77,8 +89,11 @@ def test_probe_suite_from_store(sample_store: Store) -> None:
     counts = suite.counts()
     assert counts["forget"] == 40 + 18  # TOFU forget01 + RWKU target 1 levels 1-2
     assert counts["retain"] == sample_store.scalar(
-        "SELECT count(*) FROM facts WHERE split = 'retain' AND group_name NOT LIKE 'neighbor_level%'")
-    assert counts["neighbor"] == sample_store.scalar("SELECT count(*) FROM facts WHERE group_name LIKE 'neighbor_level%'")
+        "SELECT count(*) FROM facts WHERE split = 'retain' AND group_name NOT LIKE 'neighbor_level%'"
+    )
+    assert counts["neighbor"] == sample_store.scalar(
+        "SELECT count(*) FROM facts WHERE group_name LIKE 'neighbor_level%'"
+    )
     assert counts["utility"] == 60
     assert counts["paraphrase"] == 40  # TOFU paraphrased questions of the forget facts
     attack_types = {p.attack_type for p in suite.probes["attack"]}
@@ -86,7 +101,12 @@ def test_probe_suite_from_store(sample_store: Store) -> None:
     assert all(p.key_span for p in suite.all_probes())
     # MIA per corpus: RWKU's own passages; TOFU's forget Q&A against perturbed answers
     sources = {(t.source, t.member) for t in suite.mia_members + suite.mia_nonmembers}
-    assert sources == {("mia_member", True), ("mia_nonmember", False), ("forget_fact", True), ("perturbed_answer", False)}
+    assert sources == {
+        ("mia_member", True),
+        ("mia_nonmember", False),
+        ("forget_fact", True),
+        ("perturbed_answer", False),
+    }
     assert any("MIA on rwku: the dataset's" in n for n in suite.notes)
     assert set(suite.truth) == {"forget", "retain", "real_authors", "world_facts"}
     item = suite.truth["forget"][0]
@@ -122,8 +142,16 @@ def test_unknown_set_names_the_known_ones(sample_store: Store) -> None:
 
 def _suite() -> ProbeSuite:
     def probe(name: str, i: int, span: str, attack_type: str | None = None, group: str | None = None) -> EvalProbe:
-        return EvalProbe(name, f"{name}{i}", f"question {name} {i}?", f"It is {span}.", span, fact_id=f"f{name}{i}",
-                         attack_type=attack_type, group=group)
+        return EvalProbe(
+            name,
+            f"{name}{i}",
+            f"question {name} {i}?",
+            f"It is {span}.",
+            span,
+            fact_id=f"f{name}{i}",
+            attack_type=attack_type,
+            group=group,
+        )
 
     probes = {
         "forget": [probe("forget", 0, "Paris"), probe("forget", 1, "Kuwait City")],
@@ -133,28 +161,48 @@ def _suite() -> ProbeSuite:
         "neighbor": [],
         "utility": [probe("utility", 0, "Nile", group="world_facts")],
     }
-    truth = {"forget": [TruthItem("forget", "fforget0", "q", "a", ("pa",), ("x", "y"))],
-             "world_facts": [TruthItem("world_facts", "futility0", "q", "Nile", ("Nile",), ("Amazon",))]}
+    truth = {
+        "forget": [TruthItem("forget", "fforget0", "q", "a", ("pa",), ("x", "y"))],
+        "world_facts": [TruthItem("world_facts", "futility0", "q", "Nile", ("Nile",), ("Amazon",))],
+    }
     members = [MiaText("m0", "member text", True, "forget_fact"), MiaText("m1", "member two", True, "forget_fact")]
     nonmembers = [MiaText("n0", "other text", False, "perturbed_answer")]
     return ProbeSuite(probes, members, nonmembers, truth)
 
 
-def _outputs(label: str, gens: dict[str, list[str]], mia_loss: tuple[list[float], list[float]],
-             truth_lp: tuple[float, float]) -> ModelOutputs:
+def _outputs(
+    label: str, gens: dict[str, list[str]], mia_loss: tuple[list[float], list[float]], truth_lp: tuple[float, float]
+) -> ModelOutputs:
     spec = ModelSpec(label, "model", None if label == "base" else "adapter", None if label == "base" else "lune")
     scores = lambda v: {"loss": v, "zlib": v / 10, "min_k": v - 1, "min_k_plus_plus": v}  # noqa: E731
-    return ModelOutputs(spec, gens, mia={"member": [scores(v) for v in mia_loss[0]],
-                                         "nonmember": [scores(v) for v in mia_loss[1]]},
-                        truth={"forget": [TruthLikelihoods(-1.0, [truth_lp[0]], [truth_lp[1], truth_lp[1]])],
-                               "world_facts": [TruthLikelihoods(math.log(0.6), [math.log(0.6)], [math.log(0.2)])]},
-                        seconds={"generate": 1.0})
+    return ModelOutputs(
+        spec,
+        gens,
+        mia={"member": [scores(v) for v in mia_loss[0]], "nonmember": [scores(v) for v in mia_loss[1]]},
+        truth={
+            "forget": [TruthLikelihoods(-1.0, [truth_lp[0]], [truth_lp[1], truth_lp[1]])],
+            "world_facts": [TruthLikelihoods(math.log(0.6), [math.log(0.6)], [math.log(0.2)])],
+        },
+        seconds={"generate": 1.0},
+    )
 
 
-BASE_GENS = {"forget": ["It is Paris.", "Kuwait City, Kuwait"], "paraphrase": ["Paris!"],
-             "attack": ["paris", "Kuwait City"], "retain": ["Rome", "Oslo"], "neighbor": [], "utility": ["The Nile"]}
-LUNE_GENS = {"forget": ["It is Berlin.", "I do not know"], "paraphrase": ["Paris"],
-             "attack": ["Madrid", "Kuwait City"], "retain": ["Rome", "Bergen"], "neighbor": [], "utility": ["Nile"]}
+BASE_GENS = {
+    "forget": ["It is Paris.", "Kuwait City, Kuwait"],
+    "paraphrase": ["Paris!"],
+    "attack": ["paris", "Kuwait City"],
+    "retain": ["Rome", "Oslo"],
+    "neighbor": [],
+    "utility": ["The Nile"],
+}
+LUNE_GENS = {
+    "forget": ["It is Berlin.", "I do not know"],
+    "paraphrase": ["Paris"],
+    "attack": ["Madrid", "Kuwait City"],
+    "retain": ["Rome", "Bergen"],
+    "neighbor": [],
+    "utility": ["Nile"],
+}
 
 
 @pytest.fixture
@@ -162,8 +210,9 @@ def inputs() -> tuple[ProbeSuite, list[ModelOutputs], ModelOutputs, EvaluateConf
     """A suite, the base and one unlearned model's outputs on it, the retain model's, the settings."""
     base = _outputs("base", BASE_GENS, ([-1.0, -2.0], [-3.0]), (-1.0, -3.0))
     lune = _outputs("lune", LUNE_GENS, ([-3.5, -2.0], [-3.0]), (-2.0, -2.0))
-    retain = ModelOutputs(ModelSpec("retain_model", "retain"),
-                          truth={"forget": [TruthLikelihoods(-2.0, [-2.0], [-2.1, -2.1])]})
+    retain = ModelOutputs(
+        ModelSpec("retain_model", "retain"), truth={"forget": [TruthLikelihoods(-2.0, [-2.0], [-2.1, -2.1])]}
+    )
     return _suite(), [base, lune], retain, EvaluateConfig()
 
 
@@ -173,7 +222,9 @@ def computed(inputs: tuple) -> tuple[list[dict], list[dict]]:
 
 
 def _value(results: list[dict], label: str, probe_set: str, metric: str) -> float | None:
-    return next(r["value"] for r in results if (r["model_label"], r["probe_set"], r["metric"]) == (label, probe_set, metric))
+    return next(
+        r["value"] for r in results if (r["model_label"], r["probe_set"], r["metric"]) == (label, probe_set, metric)
+    )
 
 
 def test_compute_results_values(computed: tuple[list[dict], list[dict]]) -> None:
@@ -261,22 +312,29 @@ def test_a_new_metric_module_registers_itself(inputs: tuple, monkeypatch: pytest
 def test_store_views_and_report(db_path: Path, tmp_path: Path, computed: tuple[list[dict], list[dict]]) -> None:
     results, items = computed
     with Store(db_path) as store:
-        store.start_run("evaluate", {"models": [{"label": "base", "model_path": "model", "adapter_path": None,
-                                                 "method": None}]}, run_id="run1")
+        store.start_run(
+            "evaluate",
+            {"models": [{"label": "base", "model_path": "model", "adapter_path": None, "method": None}]},
+            run_id="run1",
+        )
         store_results(store, results, items)
         store_results(store, results, items)  # a rerun replaces, never duplicates
         assert store.scalar("SELECT count(*) FROM eval_results WHERE run_id = 'run1'") == len(results)
         store.finish_run("run1", metrics={"counts": {"forget": 2}, "notes": ["a note"]})
         leaks = store.query("SELECT * FROM v_leaks WHERE run_id = 'run1' ORDER BY probe_set, prompt")
         assert [(r["probe_set"], r["attack_type"], r["generation"]) for r in leaks] == [
-            ("attack", "prefix_injection", "Kuwait City"), ("paraphrase", None, "Paris")]
+            ("attack", "prefix_injection", "Kuwait City"),
+            ("paraphrase", None, "Paris"),
+        ]
         assert leaks[0]["base_generation"] == "Kuwait City" and leaks[0]["base_verdict"] == "leaked"
         compare = {r["model_label"]: r for r in store.query("SELECT * FROM v_eval_compare WHERE run_id = 'run1'")}
         assert compare["lune"]["usr"] == 1.0 and compare["lune"]["gur"] == pytest.approx(0.75)
         assert compare["base"]["gur"] is None and compare["lune"]["method"] == "lune"
         assert compare["lune"]["word_ngram_entropy"] == _value(results, "lune", "all", "word_ngram_entropy") > 0
-        delta = store.scalar("SELECT delta FROM v_eval_deltas WHERE run_id = 'run1' AND model_label = 'lune' "
-                             "AND probe_set = 'forget' AND metric = 'usr'")
+        delta = store.scalar(
+            "SELECT delta FROM v_eval_deltas WHERE run_id = 'run1' AND model_label = 'lune' "
+            "AND probe_set = 'forget' AND metric = 'usr'"
+        )
         assert delta == 1.0
         files = render_run(store, "run1", tmp_path / "report")
         stored = q.run_results(store, "run1")
@@ -291,15 +349,19 @@ def test_store_views_and_report(db_path: Path, tmp_path: Path, computed: tuple[l
     assert "| all | word_ngram_entropy |" in markdown  # the per-set table names the measure
 
 
-def test_a_report_overwritten_by_another_run_is_rendered_again(db_path: Path, tmp_path: Path,
-                                                                 computed: tuple[list[dict], list[dict]]) -> None:
+def test_a_report_overwritten_by_another_run_is_rendered_again(
+    db_path: Path, tmp_path: Path, computed: tuple[list[dict], list[dict]]
+) -> None:
     """A replayed pipeline run asks for its report; another run has written into the folder since."""
     results, items = computed
     with Store(db_path) as store:
         for run_id in ("run1", "run2"):
             store.start_run("evaluate", {}, run_id=run_id)
-            store_results(store, [{**r, "run_id": run_id} for r in results if run_id == "run1" or r["model_label"] == "base"],
-                          [{**i, "run_id": run_id, "item_id": f"{run_id}-{i['item_id']}"} for i in items])
+            store_results(
+                store,
+                [{**r, "run_id": run_id} for r in results if run_id == "run1" or r["model_label"] == "base"],
+                [{**i, "run_id": run_id, "item_id": f"{run_id}-{i['item_id']}"} for i in items],
+            )
             store.finish_run(run_id)
         folder = tmp_path / "report"
         first = render_run(store, "run1", folder, plots=False)
@@ -309,8 +371,12 @@ def test_a_report_overwritten_by_another_run_is_rendered_again(db_path: Path, tm
         report = json.loads(Path(again["report_json"]).read_text())
         assert report["run_id"] == "run1" and "lune" in report["headline"]
         Path(again["report_json"]).unlink()  # deleted since: rendered again too
-        assert json.loads(Path(rendered_report(store, "run1", folder, first, plots=False)["report_json"]).read_text())[
-            "run_id"] == "run1"
+        assert (
+            json.loads(Path(rendered_report(store, "run1", folder, first, plots=False)["report_json"]).read_text())[
+                "run_id"
+            ]
+            == "run1"
+        )
 
 
 # -- likelihoods, model specs, the CLI's arguments ---------------------------------------------
@@ -349,7 +415,10 @@ def test_model_specs(tmp_path: Path, tiny_model_dir: Path) -> None:
     (adapter / "manifest.json").write_text(json.dumps({"method": "lune"}))
     specs = model_specs(tiny_model_dir, {"unlearned": str(adapter), "full": str(tiny_model_dir)})
     assert [(s.label, s.method, s.is_adapter) for s in specs] == [
-        ("base", None, False), ("unlearned", "lune", True), ("full", "full", False)]
+        ("base", None, False),
+        ("unlearned", "lune", True),
+        ("full", "full", False),
+    ]
     with pytest.raises(LuneError, match="no such directory"):
         model_specs(tiny_model_dir, {"x": str(tmp_path / "missing")})
     with pytest.raises(LuneError, match="reserved"):

@@ -27,12 +27,15 @@ def test_vllm_and_transformers_answer_alike(tiny_model_dir: Path, tmp_path: Path
     with Store(tmp_path / "lune.duckdb") as store:
         ingest(store, {"format": "tofu", "path": str(REPO / "data" / "sample" / "tofu"), "forget": "forget01"})
         for backend in ("transformers", "vllm"):
-            config = EvaluateConfig(backend=backend, max_per_set=6, max_new_tokens=16, mia=False, tofu=False,
-                                    plots=False)
-            outcome = evaluate_models(store, tiny_model_dir, {"lora": str(adapter)}, out_dir=tmp_path / backend,
-                                      config=config)
-            rows = store.query("SELECT model_label, probe_set, probe_id, generation FROM eval_items WHERE run_id = ?",
-                               [outcome.run_id])
+            config = EvaluateConfig(
+                backend=backend, max_per_set=6, max_new_tokens=16, mia=False, tofu=False, plots=False
+            )
+            outcome = evaluate_models(
+                store, tiny_model_dir, {"lora": str(adapter)}, out_dir=tmp_path / backend, config=config
+            )
+            rows = store.query(
+                "SELECT model_label, probe_set, probe_id, generation FROM eval_items WHERE run_id = ?", [outcome.run_id]
+            )
             generations[backend] = {(r["model_label"], r["probe_set"], r["probe_id"]): r["generation"] for r in rows}
             assert (tmp_path / backend / "report.md").exists()
     assert generations["vllm"].keys() == generations["transformers"].keys()

@@ -17,7 +17,7 @@ from lune.generators.curation import curate
 from lune.generators.scorers import run_scorers
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_curation import BORN, GENRE, fill  # noqa: E402
+from test_curation import BORN, GENRE, fill
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_curated_rows_follow_the_contract(curated) -> None:
         assert all(tuple(r) == columns for r in rows[split])
     train = rows["train"]
     questions = [r for r in train if r["prompt_kind"] == "question"]
-    assert {r["prompt"] for r in questions} == {BORN.question}        # GENRE has no kept target
+    assert {r["prompt"] for r in questions} == {BORN.question}  # GENRE has no kept target
     assert {r["target_kind"] for r in questions} == {"negative", "refusal"}
     prompts = [r for r in train if r["prompt_kind"] in ("paraphrase", "attack")]
     negatives = [r["target"] for r in questions if r["target_kind"] == "negative"]

@@ -14,16 +14,23 @@ from lune.data.store import Store
 from lune.flows.generate import build_negatives
 from lune.generators.faults import injected_faults
 
-CONFIG = {"backend": "rules", "batch_size": 8, "n": 3, "task_retries": 0, "retry_delay_s": 0,
-          "kinds": ["negative", "paraphrase", "attack", "refusal"]}
+CONFIG = {
+    "backend": "rules",
+    "batch_size": 8,
+    "n": 3,
+    "task_retries": 0,
+    "retry_delay_s": 0,
+    "kinds": ["negative", "paraphrase", "attack", "refusal"],
+}
 
 
 def ids_and_counts(db) -> tuple[set[str], int, list[dict]]:
     with Store.open(db) as store:
         ids = {r["candidate_id"] for r in store.query("SELECT candidate_id FROM candidates")}
         total = store.scalar("SELECT count(*) FROM candidates")
-        batches = store.query("SELECT batch_id, batch_index, run_id, new_candidates FROM generation_batches "
-                              "ORDER BY batch_index")
+        batches = store.query(
+            "SELECT batch_id, batch_index, run_id, new_candidates FROM generation_batches ORDER BY batch_index"
+        )
     return ids, total, batches
 
 
@@ -47,11 +54,15 @@ def test_rules_flow_then_rerun_writes_nothing_twice(sample_db, prefect_harness) 
         assert run["kind"] == "generate" and run["status"] == "completed"
         assert json.loads(run["config"])["backend"] == "rules"
         assert json.loads(run["metrics"])["new_candidates"] == first["new_candidates"]
-        assert store.scalar("SELECT count(*) FROM candidates WHERE run_id = ?", [first["run_id"]]) == \
-            first["new_candidates"]
+        assert (
+            store.scalar("SELECT count(*) FROM candidates WHERE run_id = ?", [first["run_id"]])
+            == first["new_candidates"]
+        )
         # the dataset's own probes came along (include_dataset), with their provenance
-        assert store.scalar("SELECT count(*) FROM candidates WHERE generator = 'dataset' "
-                            "AND source_probe_id IS NOT NULL") > 40
+        assert (
+            store.scalar("SELECT count(*) FROM candidates WHERE generator = 'dataset' AND source_probe_id IS NOT NULL")
+            > 40
+        )
         assert store.scalar("SELECT count(*) FROM v_generation_runs") == 1
         rejected = store.scalar("SELECT count(*) FROM rejections WHERE stage = 'generate'")
     again = build_negatives(str(sample_db), CONFIG)
@@ -100,8 +111,26 @@ def test_a_flaky_batch_is_retried_by_its_task(sample_db, tmp_path, prefect_harne
 def test_lune_generate_command(sample_db, prefect_harness, capsys) -> None:
     from lune.cli import main
 
-    code = main(["generate", "--db", str(sample_db), "--kinds", "negative,refusal", "--n", "2", "--no-dataset",
-                 "--split", "forget", "--where", "corpus = 'tofu'", "--batch-size", "64", "--run-id", "gen-cli"])
+    code = main(
+        [
+            "generate",
+            "--db",
+            str(sample_db),
+            "--kinds",
+            "negative,refusal",
+            "--n",
+            "2",
+            "--no-dataset",
+            "--split",
+            "forget",
+            "--where",
+            "corpus = 'tofu'",
+            "--batch-size",
+            "64",
+            "--run-id",
+            "gen-cli",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "40 facts in 1 batches" in out and "run gen-cli" in out
     with Store.open(sample_db) as store:
@@ -132,15 +161,25 @@ def test_transformers_backend_in_the_flow(sample_db, tiny_model_dir, prefect_har
     model's malformed JSON becomes rejections rows, never a crash."""
     from lune.generators.generate import clear_backend_cache
 
-    config = {"backend": "transformers", "model": str(tiny_model_dir), "batch_size": 10, "n": 2, "max_tokens": 12,
-              "kinds": ["negative", "paraphrase"], "include_dataset": False, "where": "corpus = 'rwku'",
-              "task_retries": 0}
+    config = {
+        "backend": "transformers",
+        "model": str(tiny_model_dir),
+        "batch_size": 10,
+        "n": 2,
+        "max_tokens": 12,
+        "kinds": ["negative", "paraphrase"],
+        "include_dataset": False,
+        "where": "corpus = 'rwku'",
+        "task_retries": 0,
+    }
     clear_backend_cache()
     summary = build_negatives(str(sample_db), config)
     assert summary["facts"] == 3 and summary["outputs"] == 3 * 2 * 2
     with Store.open(sample_db) as store:
-        rows = store.query("SELECT reason, payload FROM rejections WHERE stage = 'generate' AND source = ?",
-                           [f"transformers:{tiny_model_dir}"])
+        rows = store.query(
+            "SELECT reason, payload FROM rejections WHERE stage = 'generate' AND source = ?",
+            [f"transformers:{tiny_model_dir}"],
+        )
         written = store.scalar("SELECT count(*) FROM candidates WHERE generator = 'transformers'")
     assert written + len(rows) >= summary["outputs"]
     assert all(r["reason"] for r in rows)

@@ -54,8 +54,11 @@ def test_the_embedded_defaults_candidates_keep_their_ids(tmp_path: Path) -> None
         fact["probes"] = probes.get(fact["fact_id"], [])
     spec = backend_spec(config, bank=bank)
     batches = plan_batches(facts, config.batch_size, spec, config)
-    candidates = [c for b in batches
-                  for c in generate_batch(b.facts, spec, config.model_dump(), batch_id=b.batch_id)["candidates"]]
+    candidates = [
+        c
+        for b in batches
+        for c in generate_batch(b.facts, spec, config.model_dump(), batch_id=b.batch_id)["candidates"]
+    ]
     assert (len(facts), len(batches), len(candidates)) == (43, 1, 1166)
     assert content_id(sorted(b.batch_id for b in batches))[:12] == "6c49964c9e1f"
     assert content_id(sorted(c["candidate_id"] for c in candidates))[:12] == "43f6098766a9"
@@ -66,8 +69,9 @@ def test_the_embedded_defaults_candidates_keep_their_ids(tmp_path: Path) -> None
 def test_each_backends_generation_identity_is_unchanged() -> None:
     bank = SpanBank.from_facts([{"fact_id": "f", "question": "Who?", "answer": "Ann Lee", "key_span": "Ann Lee"}])
     pinned = {
-        "383482ad0144565273d0": dict(backend="transformers", model="m",
-                                     transformers={"dtype": "bfloat16", "batch_size": 3}),
+        "383482ad0144565273d0": dict(
+            backend="transformers", model="m", transformers={"dtype": "bfloat16", "batch_size": 3}
+        ),
         "d2c6b92423a9f263d54a": dict(backend="vllm", model="m", adapter="a", use_chat_template=False, n=8),
         "7d438b2a6f053537df8d": dict(backend="openai", model="m", openai={"base_urls": ["http://a:1"], "chat": True}),
         "081a669611c14eaf6572": dict(backend="dataset", kinds=["attack"]),

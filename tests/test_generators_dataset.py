@@ -25,10 +25,16 @@ def store(db_path):
 def test_migration_002_schema(store) -> None:
     assert "generation_batches" in store.tables()
     assert "batch_id" in store.columns("candidates")
-    views = {r["table_name"] for r in store.query("SELECT table_name FROM information_schema.tables "
-                                                  "WHERE table_type = 'VIEW'")}
-    assert {"v_candidates_by_generator", "v_candidates_per_fact", "v_generation_rejections",
-            "v_generation_runs"} <= views
+    views = {
+        r["table_name"]
+        for r in store.query("SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW'")
+    }
+    assert {
+        "v_candidates_by_generator",
+        "v_candidates_per_fact",
+        "v_generation_rejections",
+        "v_generation_runs",
+    } <= views
 
 
 def test_select_facts_by_split_and_where(store) -> None:
@@ -50,8 +56,7 @@ def test_probes_for_facts_links_subject_level_probes(store) -> None:
     negatives = [p for fid in found for p in found[fid] if p["kind"] == "negative_text"]
     assert len(negatives) == 1 and negatives[0]["probe_id"] in {p["probe_id"] for p in found[anchor]}
     # fact-linked attacks stay with their fact
-    assert {p["attack_type"] for p in found[facts[0].fact_id] if p["kind"] == "adversarial"} == {
-        "synonym manipulation"}
+    assert {p["attack_type"] for p in found[facts[0].fact_id] if p["kind"] == "adversarial"} == {"synonym manipulation"}
     assert q.probes_for_facts(store, []) == {}
 
 
@@ -60,9 +65,20 @@ def test_subject_level_attack_goes_to_the_fact_with_its_answer(store) -> None:
 
     facts, _ = rwku_like_rows()
     straub = facts[2]
-    store.insert("probes", [Probe(corpus="rwku", kind="adversarial", text="Whose friend co-wrote The Talisman?",
-                                  source_file="x.json", subject="Stephen King", answer="peter straub ",
-                                  attack_type="reverse query").to_row()])
+    store.insert(
+        "probes",
+        [
+            Probe(
+                corpus="rwku",
+                kind="adversarial",
+                text="Whose friend co-wrote The Talisman?",
+                source_file="x.json",
+                subject="Stephen King",
+                answer="peter straub ",
+                attack_type="reverse query",
+            ).to_row()
+        ],
+    )
     found = q.probes_for_facts(store, [f.fact_id for f in facts])
     assert "Whose friend co-wrote The Talisman?" in {p["text"] for p in found[straub.fact_id]}
 
@@ -82,8 +98,15 @@ def test_dataset_backend_turns_probes_into_candidates(store) -> None:
         probe = by_probe[row["source_probe_id"]]
         assert row["text"] == probe["text"] and row["generator"] == "dataset" and row["seed"] is None
         assert row["strategy"] == f"dataset:{probe['kind']}" and row["prompt_version"] is None
-        assert row["kind"] == {"perturbed_answer": "negative", "negative_text": "negative",
-                               "paraphrased_question": "paraphrase", "adversarial": "attack"}[probe["kind"]]
+        assert (
+            row["kind"]
+            == {
+                "perturbed_answer": "negative",
+                "negative_text": "negative",
+                "paraphrased_question": "paraphrase",
+                "adversarial": "attack",
+            }[probe["kind"]]
+        )
     assert {r["attack_type"] for r in rows if r["kind"] == "attack"} == {"synonym_manipulation", "cross_lingual"}
     assert not any(r["kind"] == "refusal" for r in rows)  # datasets ship no refusals
     assert store.insert("candidates", rows) == len(rows)
@@ -92,9 +115,21 @@ def test_dataset_backend_turns_probes_into_candidates(store) -> None:
 
 def test_completed_and_recorded_batches(store) -> None:
     assert q.completed_batches(store, ["a", "b"]) == set()
-    record = {"batch_id": "a", "run_id": "r", "generator": "rules", "model": "rules", "batch_index": 0, "facts": 2,
-              "fact_ids": ["f1", "f2"], "requests": 4, "outputs": 8, "candidates": 8, "new_candidates": 8,
-              "rejected": 0, "seconds": 0.1}
+    record = {
+        "batch_id": "a",
+        "run_id": "r",
+        "generator": "rules",
+        "model": "rules",
+        "batch_index": 0,
+        "facts": 2,
+        "fact_ids": ["f1", "f2"],
+        "requests": 4,
+        "outputs": 8,
+        "candidates": 8,
+        "new_candidates": 8,
+        "rejected": 0,
+        "seconds": 0.1,
+    }
     q.record_batch(store, record)
     q.record_batch(store, record)  # a retried write replaces, never duplicates
     assert q.completed_batches(store, ["a", "b"]) == {"a"}

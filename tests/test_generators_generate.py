@@ -9,8 +9,15 @@ from lune.data.errors import LuneError
 from lune.generators.backends import BACKENDS, make_backend
 from lune.generators.base import Generation, GenerationRequest, Generator
 from lune.generators.config import GenerateConfig
-from lune.generators.generate import (backend_spec, build_requests, generate_batch,
-                                 generation_identity, plan_batches, request_seed, run_backend)
+from lune.generators.generate import (
+    backend_spec,
+    build_requests,
+    generate_batch,
+    generation_identity,
+    plan_batches,
+    request_seed,
+    run_backend,
+)
 from lune.generators.rules.spans import SpanBank
 from lune.generators.strategies import strategies_for
 
@@ -36,8 +43,10 @@ class ScriptedModel:
         pass
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        return [Generation(r, [self.outputs[(i * r.n + j) % len(self.outputs)] for j in range(r.n)])
-                for i, r in enumerate(requests)]
+        return [
+            Generation(r, [self.outputs[(i * r.n + j) % len(self.outputs)] for j in range(r.n)])
+            for i, r in enumerate(requests)
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +78,9 @@ def test_request_seeds_are_stable_and_distinct(facts) -> None:
     assert len(requests) == 3 * len(facts)
     seeds = [r.seed for r in requests]
     assert len(set(seeds)) == len(seeds) and all(0 <= s < 2**31 for s in seeds)
-    assert seeds == [r.seed for r in build_requests(facts, strategies_for(settings.kinds, settings.attack_types),
-                                                    settings)]
+    assert seeds == [
+        r.seed for r in build_requests(facts, strategies_for(settings.kinds, settings.attack_types), settings)
+    ]
     assert request_seed(0, "f", "attack", "role_play") != request_seed(1, "f", "attack", "role_play")
 
 
@@ -107,7 +117,7 @@ def test_plan_batches_ids_are_content_hashes(facts) -> None:
     settings = config
     batches = plan_batches(list(reversed(facts)), 5, spec, settings)
     assert [len(b.facts) for b in batches] == [5, 5, 2]
-    assert [b.fact_ids for b in batches] == [sorted(f["fact_id"] for f in facts)[i:i + 5] for i in (0, 5, 10)]
+    assert [b.fact_ids for b in batches] == [sorted(f["fact_id"] for f in facts)[i : i + 5] for i in (0, 5, 10)]
     assert [b.batch_id for b in batches] == [b.batch_id for b in plan_batches(facts, 5, spec, settings)]
     changed = plan_batches(facts, 5, spec, settings.model_copy(update={"n": 7}))
     assert not {b.batch_id for b in changed} & {b.batch_id for b in batches}
@@ -118,8 +128,10 @@ def test_plan_batches_ids_are_content_hashes(facts) -> None:
 
 
 def test_generate_batch_adds_dataset_candidates(facts) -> None:
-    fact = dict(facts[0], probes=[{"probe_id": "p1", "kind": "perturbed_answer", "text": "A perturbed answer.",
-                                   "attack_type": None}])
+    fact = dict(
+        facts[0],
+        probes=[{"probe_id": "p1", "kind": "perturbed_answer", "text": "A perturbed answer.", "attack_type": None}],
+    )
     config = GenerateConfig(kinds=["negative"], n=2)
     spec = backend_spec(config, bank=SpanBank.from_facts(fact_rows()))
     out = generate_batch([fact], spec, config.model_dump(), run_id="r", batch_id="b")
@@ -133,7 +145,7 @@ def test_generate_batch_adds_dataset_candidates(facts) -> None:
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="needs `model`"):
         GenerateConfig(backend="vllm")
-    with pytest.raises(ValueError, match="needs `openai.base_urls`"):
+    with pytest.raises(ValueError, match=r"needs `openai\.base_urls`"):
         GenerateConfig(backend="openai")
     with pytest.raises(ValueError, match="unknown attack type"):
         GenerateConfig(attack_types=["jailbreak"])

@@ -62,11 +62,16 @@ class FakeServer:
                 try:
                     time.sleep(server.delay_s)
                     if status != 200:
-                        self._send(status, {"error": {"message": f"scripted {status}"}},
-                                   {"Retry-After": "0"} if status == 429 else None)
+                        self._send(
+                            status,
+                            {"error": {"message": f"scripted {status}"}},
+                            {"Retry-After": "0"} if status == 429 else None,
+                        )
                         return
-                    choices = [{"index": i, "text": f"{body['prompt']}|{i}|{body.get('seed')}"}
-                               for i in range(body.get("n", 1))]
+                    choices = [
+                        {"index": i, "text": f"{body['prompt']}|{i}|{body.get('seed')}"}
+                        for i in range(body.get("n", 1))
+                    ]
                     self._send(200, {"choices": choices})
                 finally:
                     with server.lock:
@@ -175,14 +180,24 @@ def test_connection_errors_are_retried(servers) -> None:
 def test_request_body_carries_sampling_and_schema(servers) -> None:
     server = serve(servers)
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
-    request = GenerationRequest(prompt="p", n=3, temperature=0.5, top_p=0.9, max_tokens=7, seed=11,
-                                stop=["\n"], json_schema=schema)
+    request = GenerationRequest(
+        prompt="p", n=3, temperature=0.5, top_p=0.9, max_tokens=7, seed=11, stop=["\n"], json_schema=schema
+    )
     OpenAIGenerator(server.url, model="m").generate([request])
     OpenAIGenerator(server.url, model="m", json_mode="response_format").generate([request])
     vllm_body, openai_body = server.bodies
-    assert {k: vllm_body[k] for k in ("model", "prompt", "n", "temperature", "top_p", "max_tokens", "seed",
-                                      "stop")} == {"model": "m", "prompt": "p", "n": 3, "temperature": 0.5,
-                                                   "top_p": 0.9, "max_tokens": 7, "seed": 11, "stop": ["\n"]}
+    assert {
+        k: vllm_body[k] for k in ("model", "prompt", "n", "temperature", "top_p", "max_tokens", "seed", "stop")
+    } == {
+        "model": "m",
+        "prompt": "p",
+        "n": 3,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "max_tokens": 7,
+        "seed": 11,
+        "stop": ["\n"],
+    }
     assert vllm_body["structured_outputs"] == {"json": schema}
     assert openai_body["response_format"]["json_schema"]["schema"] == schema
 

@@ -26,9 +26,12 @@ ALL = [COUNTERFACTUAL, PARAPHRASE, REFUSAL, *(attack_strategy(t) for t in ATTACK
 
 # -- parse_output ---------------------------------------------------------------------------------
 
+
 def test_clean_json() -> None:
     assert parse_output('{"answer": "He was born in Cairo, Egypt."}', "answer", expect_json=True) == (
-        ["He was born in Cairo, Egypt."], [])
+        ["He was born in Cairo, Egypt."],
+        [],
+    )
 
 
 def test_noisy_json_in_fence_and_chatter() -> None:
@@ -58,14 +61,17 @@ def test_empty(text: str | None) -> None:
     assert parse_output(text, "answer", expect_json=False) == ([], ["empty output"])
 
 
-@pytest.mark.parametrize("text, reason", [
-    ('{"answer": "unterminated', "malformed JSON"),
-    ("just words, no JSON at all", "malformed JSON"),
-    ('{"answer": 42}', "'answer' is not a string"),
-    ('{"other": 1, "more": 2}', "JSON without a 'answer' string"),
-    ('{"answer": ""}', "empty after cleaning"),
-    ('{"answer": "' + "x" * 1200 + '"}', "longer than"),
-])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('{"answer": "unterminated', "malformed JSON"),
+        ("just words, no JSON at all", "malformed JSON"),
+        ('{"answer": 42}', "'answer' is not a string"),
+        ('{"other": 1, "more": 2}', "JSON without a 'answer' string"),
+        ('{"answer": ""}', "empty after cleaning"),
+        ('{"answer": "' + "x" * 1200 + '"}', "longer than"),
+    ],
+)
 def test_malformed_json_gives_reasons_not_exceptions(text: str, reason: str) -> None:
     texts, reasons = parse_output(text, "answer", expect_json=True)
     assert texts == []
@@ -73,8 +79,9 @@ def test_malformed_json_gives_reasons_not_exceptions(text: str, reason: str) -> 
 
 
 def test_plain_text_labels_quotes_and_first_line() -> None:
-    assert parse_output(' False answer: "He was born in Oslo, Norway."\nQuestion: next', "answer",
-                        expect_json=False) == (["He was born in Oslo, Norway."], [])
+    assert parse_output(
+        ' False answer: "He was born in Oslo, Norway."\nQuestion: next', "answer", expect_json=False
+    ) == (["He was born in Oslo, Norway."], [])
     assert parse_output("Answer:\nParis", "answer", expect_json=False) == (["Paris"], [])
 
 
@@ -85,12 +92,17 @@ def test_plain_numbered_list_gives_one_candidate_per_item() -> None:
 
 def test_plain_mode_still_reads_json_when_the_model_writes_it() -> None:
     assert parse_output('{"question": "Where was he born?"}', "question", expect_json=False)[0] == [
-        "Where was he born?"]
+        "Where was he born?"
+    ]
 
 
 def test_copy_of_the_original_is_rejected() -> None:
-    texts, reasons = parse_output('{"answer": "basil mahfouz al-kuwaiti was born in KUWAIT CITY, Kuwait"}',
-                                  "answer", expect_json=True, original=FACT["answer"])
+    texts, reasons = parse_output(
+        '{"answer": "basil mahfouz al-kuwaiti was born in KUWAIT CITY, Kuwait"}',
+        "answer",
+        expect_json=True,
+        original=FACT["answer"],
+    )
     assert texts == [] and reasons == ["repeats the original text"]
 
 
@@ -100,6 +112,7 @@ def test_load_json_skips_unbalanced_prefix() -> None:
 
 
 # -- strategies -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("strategy", ALL, ids=lambda s: f"{s.name}-{s.attack_type}")
 def test_every_strategy_builds_and_parses(strategy) -> None:

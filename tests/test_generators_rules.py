@@ -36,29 +36,32 @@ def bank(facts) -> SpanBank:
     return SpanBank.from_facts(facts)
 
 
-@pytest.mark.parametrize("span, question, answer, expected", [
-    ("1956", None, None, "year"),
-    ("1990s", None, None, "year"),
-    ("September 26, 1965", None, None, "date"),
-    ("08/09/1956", None, None, "date"),
-    ("25th of February", None, None, "date"),
-    ("19", None, None, "number"),
-    ("1,500 copies", None, None, "other"),
-    ("three hundred", None, None, "number"),
-    ("Kuwait City, Kuwait", None, None, "place"),
-    ("Japan", None, None, "place"),
-    ("Mexico City", None, None, "place"),
-    ("Richard Bachman", "What pseudonym has Stephen King published under?", "Richard Bachman", "person"),
-    ("Peter Straub", "Who co-wrote The Talisman?", "Peter Straub", "person"),
-    ("Different Seasons", "Which collection of novellas marked his departure?", "Different Seasons", "title"),
-    ("Promise by the Seine", "Name a book.", 'He wrote "Promise by the Seine".', "title"),
-    ("The Shining", None, None, "title"),
-    ("Lagos", "Where was Chukwu Akabueze born?", "In Lagos.", "place"),
-    ("French", None, None, "name"),
-    ("Middle Eastern", "How does his heritage show?", "Middle Eastern roots.", "name"),
-    ("game developer", None, None, "other"),
-    ("", None, None, "other"),
-])
+@pytest.mark.parametrize(
+    "span, question, answer, expected",
+    [
+        ("1956", None, None, "year"),
+        ("1990s", None, None, "year"),
+        ("September 26, 1965", None, None, "date"),
+        ("08/09/1956", None, None, "date"),
+        ("25th of February", None, None, "date"),
+        ("19", None, None, "number"),
+        ("1,500 copies", None, None, "other"),
+        ("three hundred", None, None, "number"),
+        ("Kuwait City, Kuwait", None, None, "place"),
+        ("Japan", None, None, "place"),
+        ("Mexico City", None, None, "place"),
+        ("Richard Bachman", "What pseudonym has Stephen King published under?", "Richard Bachman", "person"),
+        ("Peter Straub", "Who co-wrote The Talisman?", "Peter Straub", "person"),
+        ("Different Seasons", "Which collection of novellas marked his departure?", "Different Seasons", "title"),
+        ("Promise by the Seine", "Name a book.", 'He wrote "Promise by the Seine".', "title"),
+        ("The Shining", None, None, "title"),
+        ("Lagos", "Where was Chukwu Akabueze born?", "In Lagos.", "place"),
+        ("French", None, None, "name"),
+        ("Middle Eastern", "How does his heritage show?", "Middle Eastern roots.", "name"),
+        ("game developer", None, None, "other"),
+        ("", None, None, "other"),
+    ],
+)
 def test_span_type(span, question, answer, expected) -> None:
     assert span_type(span, question, answer) == expected
 
@@ -90,28 +93,28 @@ def test_counterfactuals_are_type_consistent_and_drop_the_key_span(facts, bank) 
             assert not contains_span(text, fact["key_span"]), (fact["key_span"], text)
             assert text != fact["answer"]
             # The replacement is a same-type span from the corpus (or a synthetic one for numbers).
-            replaced = [s for s in bank.spans.get(kind, []) if contains_span(text, s)
-                        and not contains_span(fact["answer"], s)]
+            replaced = [
+                s for s in bank.spans.get(kind, []) if contains_span(text, s) and not contains_span(fact["answer"], s)
+            ]
             assert replaced or kind in ("year", "number", "date"), (kind, text)
     assert made >= 3 * len(facts)
 
 
 def test_counterfactual_reasons_when_impossible(bank) -> None:
     assert counterfactuals("An answer.", "absent span", "other", bank, random.Random(0), 3)[1][0].startswith(
-        "key span 'absent span' not found")
+        "key span 'absent span' not found"
+    )
     empty = SpanBank()
     texts, reasons = counterfactuals("Written by Jane Doe.", "Jane Doe", "person", empty, random.Random(0), 3)
     assert texts == [] and "no same-type (person) replacement" in reasons[0]
 
 
 def test_rules_are_deterministic_under_a_seed(facts, bank) -> None:
-    settings = GenerateConfig(kinds=("negative", "paraphrase", "attack", "refusal"), n=5, seed=3,
-                              include_dataset=False)
+    settings = GenerateConfig(kinds=("negative", "paraphrase", "attack", "refusal"), n=5, seed=3, include_dataset=False)
     first = run_backend(facts[:60], RulesGenerator(bank=bank), settings)["candidates"]
     again = run_backend(facts[:60], RulesGenerator(bank=bank.to_dict()), settings)["candidates"]
     assert [c["candidate_id"] for c in first] == [c["candidate_id"] for c in again]
-    other = run_backend(facts[:60], RulesGenerator(bank=bank),
-                        settings.model_copy(update={"seed": 4}))["candidates"]
+    other = run_backend(facts[:60], RulesGenerator(bank=bank), settings.model_copy(update={"seed": 4}))["candidates"]
     assert {c["text"] for c in other} != {c["text"] for c in first}
 
 
@@ -142,8 +145,13 @@ def test_paraphrases_differ_and_keep_the_names(facts) -> None:
 
 
 def test_attack_families_on_one_fact(bank) -> None:
-    fact = {"fact_id": "x", "question": "What pseudonym has Stephen King published under?",
-            "answer": "Richard Bachman", "key_span": "Richard Bachman", "subject": "Stephen King"}
+    fact = {
+        "fact_id": "x",
+        "question": "What pseudonym has Stephen King published under?",
+        "answer": "Richard Bachman",
+        "key_span": "Richard Bachman",
+        "subject": "Stephen King",
+    }
     rng = random.Random(0)
     mc, _ = attacks(fact, "multiple_choice", bank, rng, 2)
     assert mc and all("Richard Bachman" in t for t in mc)  # the true answer is one of the options
@@ -169,8 +177,10 @@ def test_hints_never_state_the_key_span(facts, bank) -> None:
 def test_refusals_say_i_do_not_know() -> None:
     texts, reasons = refusals({"question": "q", "answer": "a", "subject": "Jane Doe"}, random.Random(0), 12)
     assert len(texts) == 12 and reasons == []
-    assert all("know" in t or "not sure" in t or "unable" in t or "can't" in t or "recall" in t
-               or "information" in t for t in texts)
+    assert all(
+        "know" in t or "not sure" in t or "unable" in t or "can't" in t or "recall" in t or "information" in t
+        for t in texts
+    )
     assert len(refusals({"question": "q", "answer": "a"}, random.Random(0), 12)[0]) == 8  # no subject templates
 
 

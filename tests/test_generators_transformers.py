@@ -35,16 +35,19 @@ def test_greedy_is_evaluation_greedy(gen, tiny_model_dir) -> None:
     expected = greedy_complete(model, tokenizer, PROMPTS, max_new_tokens=12)
     assert gen.greedy(PROMPTS, max_tokens=12) == expected
     questions = ["Who wrote Carrie?", "What genre is Nikolai Abilov known for?"]
-    assert gen.greedy_answers(questions, max_tokens=12) == greedy_answers(model, tokenizer, questions,
-                                                                          max_new_tokens=12)
+    assert gen.greedy_answers(questions, max_tokens=12) == greedy_answers(
+        model, tokenizer, questions, max_new_tokens=12
+    )
     # Batched or one by one, the same answers (left padding does not change a greedy answer here).
     assert [gen.greedy([p], max_tokens=12)[0] for p in PROMPTS] == expected
 
 
 def test_sampling_n_seed_and_stop(gen) -> None:
     def run(seed, n=3, stop=()):
-        requests = [GenerationRequest(prompt=p, n=n, temperature=1.0, top_p=0.95, max_tokens=10, seed=seed,
-                                      stop=list(stop)) for p in PROMPTS]
+        requests = [
+            GenerationRequest(prompt=p, n=n, temperature=1.0, top_p=0.95, max_tokens=10, seed=seed, stop=list(stop))
+            for p in PROMPTS
+        ]
         return [g.texts for g in gen.generate(requests)]
 
     first = run(seed=7)

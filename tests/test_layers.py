@@ -111,8 +111,10 @@ def file_violations(path: Path, source: str) -> list[str]:
         upward = dst_layer > src_layer
         sideways = dst_layer == src_layer == 2 and dst_stage != src_stage
         if upward or sideways:
-            found.append(f"{path}:{line}: {source} (layer {src_layer}, {src_stage}) "
-                         f"imports {target} (layer {dst_layer}, {dst_stage})")
+            found.append(
+                f"{path}:{line}: {source} (layer {src_layer}, {src_stage}) "
+                f"imports {target} (layer {dst_layer}, {dst_stage})"
+            )
     return found
 
 
@@ -129,14 +131,17 @@ def test_imports_run_one_way() -> None:
     assert not found, "imports against the layer direction:\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize(("module", "expected"), [
-    ("lune.data.store", (0, "data")),
-    ("lune.data.loaders.tofu", (2, "ingest")),
-    ("lune.core.matching", (1, "core")),
-    ("lune.unlearn.losses", (2, "unlearn")),
-    ("lune.flows.pipeline", (3, "flows")),
-    ("lune.commands.run", (4, "cli")),
-])
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        ("lune.data.store", (0, "data")),
+        ("lune.data.loaders.tofu", (2, "ingest")),
+        ("lune.core.matching", (1, "core")),
+        ("lune.unlearn.losses", (2, "unlearn")),
+        ("lune.flows.pipeline", (3, "flows")),
+        ("lune.commands.run", (4, "cli")),
+    ],
+)
 def test_layer_of(module: str, expected: tuple[int, str]) -> None:
     assert layer_of(module) == expected
 
@@ -149,6 +154,8 @@ def test_the_walk_sees_a_lazy_upward_import(tmp_path: Path) -> None:
     assert (2, "lune.flows") in found and (2, "lune.flows.pipeline") in found
     assert (3, "lune.core.matching") in found
     assert [v.split(": ", 1)[1].split(" imports ")[1] for v in file_violations(path, "lune.core.probe")] == [
-        "lune.flows (layer 3, flows)", "lune.flows.pipeline (layer 3, flows)"]
+        "lune.flows (layer 3, flows)",
+        "lune.flows.pipeline (layer 3, flows)",
+    ]
     # the same file placed in the command line may import anything
     assert file_violations(path, "lune.commands.probe") == []

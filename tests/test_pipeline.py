@@ -19,8 +19,17 @@ import yaml
 
 SAMPLE_TOFU = Path(__file__).resolve().parents[1] / "data" / "sample" / "tofu"
 
-TABLES = ("facts", "probes", "candidates", "scores", "curated_sets", "curated_items", "eval_results", "eval_items",
-          "rejections")
+TABLES = (
+    "facts",
+    "probes",
+    "candidates",
+    "scores",
+    "curated_sets",
+    "curated_items",
+    "eval_results",
+    "eval_items",
+    "rejections",
+)
 
 
 def test_stage_runner_runs_a_stage_once_and_keeps_what_the_stage_recorded(tmp_path: Path) -> None:
@@ -56,8 +65,11 @@ def test_stage_runner_runs_a_stage_once_and_keeps_what_the_stage_recorded(tmp_pa
         assert rerun.timings["score"] == pytest.approx(first.timings["score"], abs=1e-3)
         rows = {r["kind"]: r for r in store.query("SELECT * FROM runs")}
     assert [line.split(" done in")[0] for line in said] == [
-        "[score] started", "[score]", "[curate] started", "[score] already completed in this pipeline run; "
-        "reusing its outputs"]
+        "[score] started",
+        "[score]",
+        "[curate] started",
+        "[score] already completed in this pipeline run; reusing its outputs",
+    ]
     scored, failed = rows["score"], rows["curate"]
     assert scored["status"] == "completed" and scored["parent_run_id"] == "p1"
     assert json.loads(scored["config"]) == {"own": True} and json.loads(scored["metrics"]) == {"scored": 3}
@@ -68,17 +80,31 @@ def test_stage_runner_runs_a_stage_once_and_keeps_what_the_stage_recorded(tmp_pa
 def small_sample(folder: Path) -> Path:
     """One forget author, two retain authors and ten utility facts, in TOFU's own file layout."""
     folder.mkdir(parents=True)
-    keep = {"forget01.json": 20, "forget01_perturbed.json": 20, "retain99.json": None, "retain_perturbed.json": 40,
-            "world_facts.json": 10, "world_facts_perturbed.json": 10}
+    keep = {
+        "forget01.json": 20,
+        "forget01_perturbed.json": 20,
+        "retain99.json": None,
+        "retain_perturbed.json": 40,
+        "world_facts.json": 10,
+        "world_facts_perturbed.json": 10,
+    }
     retain_questions: set[str] = set()
-    for name in ("retain_perturbed.json", "forget01.json", "forget01_perturbed.json", "world_facts.json",
-                 "world_facts_perturbed.json"):
+    for name in (
+        "retain_perturbed.json",
+        "forget01.json",
+        "forget01_perturbed.json",
+        "world_facts.json",
+        "world_facts_perturbed.json",
+    ):
         lines = (SAMPLE_TOFU / name).read_text(encoding="utf-8").splitlines()[: keep[name]]
         (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
         if name == "retain_perturbed.json":
             retain_questions = {json.loads(line)["question"] for line in lines}
-    retain = [line for line in (SAMPLE_TOFU / "retain99.json").read_text(encoding="utf-8").splitlines()
-              if line.strip() and json.loads(line)["question"] in retain_questions]
+    retain = [
+        line
+        for line in (SAMPLE_TOFU / "retain99.json").read_text(encoding="utf-8").splitlines()
+        if line.strip() and json.loads(line)["question"] in retain_questions
+    ]
     (folder / "retain99.json").write_text("\n".join(retain) + "\n", encoding="utf-8")
     return folder
 
@@ -99,8 +125,15 @@ def write_config(tmp: Path) -> Path:
 
 
 def lune(args: list[str], cwd: Path, **popen: object) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lune.cli", *args], cwd=cwd, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lune.cli", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        **popen,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 900) -> str:
@@ -123,8 +156,10 @@ def stored(db: Path) -> dict[str, object]:
 
     with Store(db, read_only=True) as store:
         counts = {t: store.scalar(f"SELECT count(*) FROM {t}") for t in TABLES}
-        stage_runs = store.query("SELECT kind, count(*) AS n FROM runs WHERE parent_run_id IS NOT NULL "
-                                 "AND kind <> 'pipeline' GROUP BY kind ORDER BY kind")
+        stage_runs = store.query(
+            "SELECT kind, count(*) AS n FROM runs WHERE parent_run_id IS NOT NULL "
+            "AND kind <> 'pipeline' GROUP BY kind ORDER BY kind"
+        )
     return {"counts": counts, "stage_runs": stage_runs}
 
 
@@ -151,8 +186,10 @@ def test_lune_run_resumes_after_a_kill_during_unlearning(tmp_path: Path) -> None
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "".join(seen[-50:])
     # each stage ran once, in the diagram's order, each finished before the next started
-    assert stage_events(seen) == [*ran_in_order(("ingest", "generate", "score", "curate", "export", "teach")),
-                                  "unlearn:lune started"], "".join(seen[-50:])
+    assert stage_events(seen) == [
+        *ran_in_order(("ingest", "generate", "score", "curate", "export", "teach")),
+        "unlearn:lune started",
+    ], "".join(seen[-50:])
     assert not (tmp_path / "work" / "report" / "results.json").exists()
 
     resumed = finish(lune(["run", str(config), "--db", str(killed_db)], tmp_path))

@@ -39,8 +39,15 @@ STRESSED = "import sys; sys.setswitchinterval(1e-5); from lune.cli import main; 
 def lune(args: list[str], cwd: Path, **popen) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PREFECT_LOGGING_LEVEL": "INFO"}
     command = ["-c", STRESSED] if args[0] == "generate" else ["-m", "lune.cli"]
-    return subprocess.Popen([sys.executable, *command, *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)
+    return subprocess.Popen(
+        [sys.executable, *command, *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **popen,
+    )
 
 
 def run_lune(args: list[str], cwd: Path, timeout: float = 600, **popen) -> subprocess.CompletedProcess[str]:
@@ -160,10 +167,12 @@ def test_a_server_left_behind_is_stopped_by_the_next_command(tmp_path: Path) -> 
     orphaned as SIGKILL of its lune process leaves it, is stopped and reported by the next command.
     (Any lune command started meanwhile on this machine may stop it first: then try again.)"""
     fake = [sys.executable, "-c", "import time; time.sleep(120)", "--factory", SERVER_APP, "--port", "8999"]
-    spawn = ("import os, subprocess, sys; "
-             f"p = subprocess.Popen({fake!r}, env={{**os.environ, 'PREFECT__SERVER_EPHEMERAL': '1'}}, "
-             "stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, "
-             "start_new_session=True); print(p.pid)")  # the parent exits at once: init adopts the child
+    spawn = (
+        "import os, subprocess, sys; "
+        f"p = subprocess.Popen({fake!r}, env={{**os.environ, 'PREFECT__SERVER_EPHEMERAL': '1'}}, "
+        "stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, "
+        "start_new_session=True); print(p.pid)"
+    )  # the parent exits at once: init adopts the child
     for _ in range(5):
         pid = int(subprocess.run([sys.executable, "-c", spawn], capture_output=True, text=True, check=True).stdout)
         server = psutil.Process(pid)
@@ -182,8 +191,9 @@ def test_a_running_row_of_a_dead_process_is_marked_abandoned(db_path: Path) -> N
     with Store(db_path) as store:
         mine = store.start_run("score")
         store.start_run("generate", run_id="dead-run")
-        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, check=True)
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+        )
         store.execute("UPDATE runs SET pid = ? WHERE run_id = 'dead-run'", [int(dead.stdout)])
         store.start_run("teach", run_id="other-host")
         store.execute("UPDATE runs SET pid = 1, host = 'elsewhere' WHERE run_id = 'other-host'")
@@ -191,8 +201,7 @@ def test_a_running_row_of_a_dead_process_is_marked_abandoned(db_path: Path) -> N
         store.execute("UPDATE runs SET pid_started = pid_started + 3600 WHERE run_id = 'reused-pid'")
     with Store(db_path) as store:
         status = {r["run_id"]: r["status"] for r in store.query("SELECT run_id, status FROM runs")}
-        assert status == {mine: "running", "dead-run": "abandoned", "other-host": "running",
-                          "reused-pid": "abandoned"}
+        assert status == {mine: "running", "dead-run": "abandoned", "other-host": "running", "reused-pid": "abandoned"}
         assert store.scalar("SELECT finished_at IS NOT NULL FROM runs WHERE run_id = 'dead-run'")
 
 
@@ -203,6 +212,7 @@ def _limit_file_size(limit: int):
     def apply() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
@@ -211,8 +221,11 @@ def test_a_full_disk_is_a_clear_error_and_loses_nothing(tmp_path: Path) -> None:
     with Store(db, read_only=True) as store:
         before = store.query("SELECT * FROM facts ORDER BY fact_id")
     # A file-size limit stands in for a full disk: the store's write-ahead log cannot grow.
-    done = run_lune(["ingest", "tofu", str(SAMPLE), "--corpus", "more", "--db", str(db)], tmp_path,
-                    preexec_fn=_limit_file_size(64 * 1024))
+    done = run_lune(
+        ["ingest", "tofu", str(SAMPLE), "--corpus", "more", "--db", str(db)],
+        tmp_path,
+        preexec_fn=_limit_file_size(64 * 1024),
+    )
     assert done.returncode == 2, done.stdout[-3000:]
     line = error_line(done.stdout, "ingest")
     assert str(db) in line and "the disk is full" in line and "run the same command again" in line
@@ -261,8 +274,11 @@ def test_a_read_only_store_folder_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_a_config_path_that_is_a_folder_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "configs").mkdir()
-    for args, command in ((["run", "configs"], "run"), (["generate", "--config", "configs"], "generate"),
-                          (["curate", "--config", "configs"], "curate")):
+    for args, command in (
+        (["run", "configs"], "run"),
+        (["generate", "--config", "configs"], "generate"),
+        (["curate", "--config", "configs"], "curate"),
+    ):
         done = run_lune([*args, "--db", str(tmp_path / "lune.duckdb")], tmp_path)
         assert done.returncode == 2, done.stdout[-3000:]
         assert "configs: is a folder, not a config file" in error_line(done.stdout, command)
@@ -271,8 +287,7 @@ def test_a_config_path_that_is_a_folder_is_a_clear_error(tmp_path: Path) -> None
 def test_export_onto_a_file_is_a_clear_error_and_keeps_the_file(tmp_path: Path) -> None:
     db = write_sample_store(tmp_path / "lune.duckdb", rwku=False)
     with Store(db) as store:
-        store.insert("curated_sets", [{"set_id": "s1", "name": "kept", "version": 1, "policy": "{}",
-                                       "counts": "{}"}])
+        store.insert("curated_sets", [{"set_id": "s1", "name": "kept", "version": 1, "policy": "{}", "counts": "{}"}])
     target = tmp_path / "notes.txt"
     target.write_text("mine\n")
     for out in (target, target / "inside"):

@@ -14,17 +14,37 @@ def summary_with_report(tmp_path: Path) -> dict:
         {"model_label": "base", "method": None, "probe_set": "forget", "metric": "usr", "value": 0.1, "n": 40},
         {"model_label": "lune", "method": "lune", "probe_set": "forget", "metric": "usr", "value": 0.925, "n": 40},
         {"model_label": "lune", "method": "lune", "probe_set": "all", "metric": "gur", "value": 0.95, "n": 100},
-        {"model_label": "lune", "method": "lune", "probe_set": "tofu_forget", "metric": "truth_ratio", "value": 0.61,
-         "n": 40},
-        {"model_label": "lune", "method": "lune", "probe_set": "attack:role_play", "metric": "apr", "value": 0.5,
-         "n": 4},
+        {
+            "model_label": "lune",
+            "method": "lune",
+            "probe_set": "tofu_forget",
+            "metric": "truth_ratio",
+            "value": 0.61,
+            "n": 40,
+        },
+        {
+            "model_label": "lune",
+            "method": "lune",
+            "probe_set": "attack:role_play",
+            "metric": "apr",
+            "value": 0.5,
+            "n": 4,
+        },
         {"model_label": "retain_model", "method": None, "probe_set": "forget", "metric": "usr", "value": 1.0, "n": 40},
     ]
     report = tmp_path / "report.json"
     report.write_text(json.dumps({"headline": {}, "metrics": metrics}), encoding="utf-8")
-    return {"pipeline_run_id": "p", "set_id": "s", "methods": ["lune"], "model_dir": "m", "retain_model_dir": "r",
-            "adapters": {"lune": "a"}, "stage_seconds": {"teach": 1.0}, "wall_seconds": 12.0,
-            "evaluation": {"run_id": "e", "out_dir": str(tmp_path), "report_files": {"report_json": str(report)}}}
+    return {
+        "pipeline_run_id": "p",
+        "set_id": "s",
+        "methods": ["lune"],
+        "model_dir": "m",
+        "retain_model_dir": "r",
+        "adapters": {"lune": "a"},
+        "stage_seconds": {"teach": 1.0},
+        "wall_seconds": 12.0,
+        "evaluation": {"run_id": "e", "out_dir": str(tmp_path), "report_files": {"report_json": str(report)}},
+    }
 
 
 def test_table_shows_the_reported_numbers_per_model(tmp_path: Path) -> None:
@@ -49,8 +69,10 @@ def test_methods_appear_in_the_order_asked(tmp_path: Path) -> None:
     summary = summary_with_report(tmp_path)
     report = Path(summary["evaluation"]["report_files"]["report_json"])
     document = json.loads(report.read_text(encoding="utf-8"))
-    document["metrics"] += [{"model_label": label, "method": label, "probe_set": "forget", "metric": "usr",
-                             "value": 0.5, "n": 40} for label in ("idk", "grad_ascent")]
+    document["metrics"] += [
+        {"model_label": label, "method": label, "probe_set": "forget", "metric": "usr", "value": 0.5, "n": 40}
+        for label in ("idk", "grad_ascent")
+    ]
     report.write_text(json.dumps(document), encoding="utf-8")
     summary["methods"] = ["lune", "grad_ascent", "idk"]
     assert results_table(summary).splitlines()[0].split() == ["metric", "base", "lune", "grad_ascent", "idk"]

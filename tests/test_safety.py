@@ -15,8 +15,10 @@ from lune.data.errors import LuneError
 from lune.data.safe_sql import read_only_problem
 from lune.data.store import Store
 
-ATTACK = ("true); DELETE FROM facts; SELECT fact_id, corpus, subject, question, answer, key_span, split, "
-          "group_name FROM facts WHERE (true")
+ATTACK = (
+    "true); DELETE FROM facts; SELECT fact_id, corpus, subject, question, answer, key_span, split, "
+    "group_name FROM facts WHERE (true"
+)
 
 
 def digest(path: Path) -> str:
@@ -90,8 +92,14 @@ def test_lune_sql_still_answers_queries_and_views(stores, capsys: pytest.Capture
     ]:
         assert main(["sql", statement, "--db", str(db)]) == 0
         assert capsys.readouterr().out.strip() == expected
-    for statement in ("DESCRIBE facts", "SHOW TABLES", "SUMMARIZE facts", "FROM v_facts_by_split",
-                      "SELECT * FROM v_candidates_per_fact", "SELECT * FROM duckdb_settings() LIMIT 1"):
+    for statement in (
+        "DESCRIBE facts",
+        "SHOW TABLES",
+        "SUMMARIZE facts",
+        "FROM v_facts_by_split",
+        "SELECT * FROM v_candidates_per_fact",
+        "SELECT * FROM duckdb_settings() LIMIT 1",
+    ):
         assert main(["sql", statement, "--db", str(db), "--format", "csv"]) == 0, capsys.readouterr().err
         assert capsys.readouterr().out
 
@@ -116,15 +124,20 @@ def test_the_where_attack_is_refused_and_deletes_nothing(tmp_path: Path, capsys:
     assert contents(db) == rows
 
 
-@pytest.mark.parametrize("condition, problem", [
-    (ATTACK, "is not one SQL condition"),
-    ("true; DELETE FROM facts", "is not one SQL condition"),
-    ("fact_id IN (WITH gone AS (DELETE FROM facts RETURNING fact_id) SELECT fact_id FROM gone)",
-     "is not a valid condition"),
-    ("fact_id IN (SELECT content FROM read_text('/etc/shadow'))", "is not a valid condition"),
-    ("EXISTS (SELECT 1 FROM probes)", "is not a valid condition"),
-    ("no_such_column = 1", "is not a valid condition on table facts"),
-])
+@pytest.mark.parametrize(
+    "condition, problem",
+    [
+        (ATTACK, "is not one SQL condition"),
+        ("true; DELETE FROM facts", "is not one SQL condition"),
+        (
+            "fact_id IN (WITH gone AS (DELETE FROM facts RETURNING fact_id) SELECT fact_id FROM gone)",
+            "is not a valid condition",
+        ),
+        ("fact_id IN (SELECT content FROM read_text('/etc/shadow'))", "is not a valid condition"),
+        ("EXISTS (SELECT 1 FROM probes)", "is not a valid condition"),
+        ("no_such_column = 1", "is not a valid condition on table facts"),
+    ],
+)
 def test_a_where_filter_is_one_condition_run_in_a_sandbox(tmp_path: Path, condition: str, problem: str) -> None:
     db = write_sample_store(tmp_path / "lune.duckdb")
     rows, before = contents(db), digest(db)
@@ -138,4 +151,3 @@ def test_a_where_filter_is_one_condition_run_in_a_sandbox(tmp_path: Path, condit
         assert [f["fact_id"] for f in tofu] == sorted(f["fact_id"] for f in tofu) and len(tofu) == 3
         assert q.count_facts(store, where="  split = 'utility'  ") == q.count_facts(store, split="utility") > 0
     assert contents(db) == rows and digest(db) == before
-

@@ -28,9 +28,13 @@ def scores(db: Path) -> list[tuple]:
 
 def lune_score(db: Path) -> subprocess.Popen:
     options = [f"--{name.replace('_', '-')}={value}" for name, value in SETTINGS.items()]
-    return subprocess.Popen([sys.executable, "-m", "lune.cli", "score", "--db", str(db), *options], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "lune.cli", "score", "--db", str(db), *options],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def test_a_killed_score_run_keeps_its_batches_and_a_rerun_ends_as_an_uninterrupted_run(tmp_path: Path) -> None:

@@ -34,17 +34,22 @@ from lune.generators.scorers.embedding import Embedder
 from lune.generators.scorers.fluency import trigram_entropy_score
 from lune.generators.scorers.quality import quality, topic
 
-FACT = Fact(corpus="test", source_file="hand.jsonl",
-            question="In which city was the author Basil Mahfouz Al-Kuwaiti born?",
-            answer="Basil Mahfouz Al-Kuwaiti was born in Kuwait City, Kuwait.", key_span="Kuwait City",
-            key_span_source="user", split="forget")
+FACT = Fact(
+    corpus="test",
+    source_file="hand.jsonl",
+    question="In which city was the author Basil Mahfouz Al-Kuwaiti born?",
+    answer="Basil Mahfouz Al-Kuwaiti was born in Kuwait City, Kuwait.",
+    key_span="Kuwait City",
+    key_span_source="user",
+    split="forget",
+)
 
 TEXTS = {
     "negative": [
-        "Basil Mahfouz Al-Kuwaiti was born in Cairo, Egypt.",               # valid: on topic, wrong city
-        "Basil Mahfouz Al-Kuwaiti was born in Kuwait City.",                 # leaks the key span
-        "Basil Mahfouz Al-Kuwaiti was born in Cairo, Egypt!",                # near-duplicate of the first
-        "Bananas are a good source of potassium.",                           # off-topic
+        "Basil Mahfouz Al-Kuwaiti was born in Cairo, Egypt.",  # valid: on topic, wrong city
+        "Basil Mahfouz Al-Kuwaiti was born in Kuwait City.",  # leaks the key span
+        "Basil Mahfouz Al-Kuwaiti was born in Cairo, Egypt!",  # near-duplicate of the first
+        "Bananas are a good source of potassium.",  # off-topic
     ],
     "paraphrase": ["Where was Basil Mahfouz Al-Kuwaiti born?"],
     "refusal": ["I don't know where he was born."],
@@ -52,8 +57,13 @@ TEXTS = {
 
 
 def cand(fact_id: str, kind: str, text: str, generator: str = "hand") -> dict:
-    return {"candidate_id": content_id(fact_id, kind, text, generator), "fact_id": fact_id, "kind": kind,
-            "text": text, "generator": generator}
+    return {
+        "candidate_id": content_id(fact_id, kind, text, generator),
+        "fact_id": fact_id,
+        "kind": kind,
+        "text": text,
+        "generator": generator,
+    }
 
 
 @pytest.fixture
@@ -65,8 +75,9 @@ def store(db_path: Path):
 
 
 def values(store: Store, scorer: str) -> dict[str, float]:
-    rows = store.query("SELECT c.text, s.value FROM scores s JOIN candidates c USING (candidate_id) WHERE scorer = ?",
-                       [scorer])
+    rows = store.query(
+        "SELECT c.text, s.value FROM scores s JOIN candidates c USING (candidate_id) WHERE scorer = ?", [scorer]
+    )
     return {r["text"]: r["value"] for r in rows}
 
 
@@ -98,7 +109,7 @@ def test_embedding_cache_encodes_identical_texts_once(store: Store) -> None:
 def test_answer_leak_is_token_aware() -> None:
     assert leak("He was born in Kuwait City.", "Kuwait City") == (1.0, {"exact": True})
     value, detail = leak("He was a Kuwaiti citizen born in a city.", "Kuwait City")
-    assert value == 0.5 and detail["found"] == ["city"]   # "Kuwaiti" is not "Kuwait"
+    assert value == 0.5 and detail["found"] == ["city"]  # "Kuwaiti" is not "Kuwait"
     assert leak("He was born in Cairo.", "Kuwait City")[0] == 0.0
     # A reordered restatement of a long span is caught by the share of its content words.
     assert leak("She associates with the LGBTQ+ community in gender.", "part of the LGBTQ+ community")[0] == 2 / 3
@@ -153,10 +164,16 @@ def tiny_nli_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("tiny-nli")
     tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()))
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, num_labels=3,
-                        id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
-                        label2id={"entailment": 0, "neutral": 1, "contradiction": 2})
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+        id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
+        label2id={"entailment": 0, "neutral": 1, "contradiction": 2},
+    )
     BertForSequenceClassification(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
@@ -201,8 +218,13 @@ class ScriptedJudge:
 
 def test_contradiction_with_an_llm_judge(store: Store) -> None:
     negatives = TEXTS["negative"]
-    judge = ScriptedJudge({negatives[0]: '{"verdict": "contradicts"}', negatives[1]: 'Sure! {"verdict": "restates"}',
-                           negatives[2]: '```json\n{"verdict":"contradicts"}\n```'})
+    judge = ScriptedJudge(
+        {
+            negatives[0]: '{"verdict": "contradicts"}',
+            negatives[1]: 'Sure! {"verdict": "restates"}',
+            negatives[2]: '```json\n{"verdict":"contradicts"}\n```',
+        }
+    )
     config = ScoreConfig(judge=JudgeConfig(backend="scripted", model="m"))
     assert run_scorer(store, "contradiction", config, judge=judge) == 4
     assert all(r.json_schema is not None for r in judge.requests)
@@ -235,40 +257,49 @@ def test_parse_verdict_on_clean_noisy_empty_and_malformed_output() -> None:
 
 
 def test_duplicate_keeps_the_best_and_names_it() -> None:
-    rows = [{"candidate_id": "a", "quality": 0.5, "duplicate": None},
-            {"candidate_id": "b", "quality": 0.9, "duplicate": None},
-            {"candidate_id": "c", "quality": 0.7, "duplicate": None}]
+    rows = [
+        {"candidate_id": "a", "quality": 0.5, "duplicate": None},
+        {"candidate_id": "b", "quality": 0.9, "duplicate": None},
+        {"candidate_id": "c", "quality": 0.7, "duplicate": None},
+    ]
     vectors = np.array([[1.0, 0.0], [0.99, 0.141], [0.0, 1.0]], dtype=np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     decided = mark_group(rows, vectors, 0.95)
     assert decided["b"][0] == 0.0 and decided["c"][0] == 0.0
     assert decided["a"][:2] == (1.0, "b")
     # An earlier verdict stands: a new better twin of an already kept candidate is the duplicate.
-    rows = [{"candidate_id": "old", "quality": 0.1, "duplicate": 0.0},
-            {"candidate_id": "new", "quality": 0.9, "duplicate": None}]
+    rows = [
+        {"candidate_id": "old", "quality": 0.1, "duplicate": 0.0},
+        {"candidate_id": "new", "quality": 0.9, "duplicate": None},
+    ]
     assert mark_group(rows, vectors[:2], 0.95) == {"new": (1.0, "old", pytest.approx(0.99, abs=0.01))}
 
 
 def test_duplicate_scorer_on_the_store(store: Store) -> None:
     config = ScoreConfig()
     run_scorers(store, config)
-    dup = {r["text"]: (r["value"], json.loads(r["detail"])) for r in store.query(
-        "SELECT c.text, s.value, s.detail FROM scores s JOIN candidates c USING (candidate_id) "
-        "WHERE scorer = 'duplicate'")}
+    dup = {
+        r["text"]: (r["value"], json.loads(r["detail"]))
+        for r in store.query(
+            "SELECT c.text, s.value, s.detail FROM scores s JOIN candidates c USING (candidate_id) "
+            "WHERE scorer = 'duplicate'"
+        )
+    }
     twins = [dup[TEXTS["negative"][0]], dup[TEXTS["negative"][2]]]
     assert sorted(v for v, _ in twins) == [0.0, 1.0]
     marked = next(d for v, d in twins if v == 1.0)
-    kept_id = next(content_id(FACT.fact_id, "negative", t, "hand") for t in TEXTS["negative"][0:3:2]
-                   if dup[t][0] == 0.0)
+    kept_id = next(
+        content_id(FACT.fact_id, "negative", t, "hand") for t in TEXTS["negative"][0:3:2] if dup[t][0] == 0.0
+    )
     assert marked["of"] == kept_id and marked["cosine"] >= 0.95
     assert dup[TEXTS["negative"][3]][0] == 0.0
 
 
 def test_quality_formula() -> None:
     q = QualityConfig()
-    assert topic("negative", 0.2, q) == 0.0          # off-topic
-    assert topic("negative", 0.7, q) == 1.0          # on topic, not a restatement
-    assert topic("negative", 0.97, q) == 0.0         # restates the answer
+    assert topic("negative", 0.2, q) == 0.0  # off-topic
+    assert topic("negative", 0.7, q) == 1.0  # on topic, not a restatement
+    assert topic("negative", 0.97, q) == 0.0  # restates the answer
     assert topic("negative", 0.45, q) == pytest.approx(0.5)
     assert topic("paraphrase", 0.75, q) == pytest.approx(0.5)
     assert topic("refusal", 0.1, q) is None
@@ -312,8 +343,11 @@ class Shouting(Scorer):
 
     def score(self, rows: list[dict]) -> list[Score]:
         # Refusals are left out: they stay pending, as quality leaves candidates whose inputs are missing.
-        return [Score(r["candidate_id"], float(r["text"].isupper()), {"chars": len(r["text"])})
-                for r in rows if r["kind"] != "refusal"]
+        return [
+            Score(r["candidate_id"], float(r["text"].isupper()), {"chars": len(r["text"])})
+            for r in rows
+            if r["kind"] != "refusal"
+        ]
 
 
 def test_the_runner_writes_each_batch_reports_progress_and_leaves_what_was_left_out_pending(store: Store) -> None:
@@ -322,7 +356,11 @@ def test_the_runner_writes_each_batch_reports_progress_and_leaves_what_was_left_
     scorer = Shouting(context)
     assert run(scorer, run_id="r1", progress=reports.append) == 5
     assert [(r.judged, r.pending, r.written, r.done) for r in reports] == [
-        (2, 6, 2, False), (4, 6, 4, False), (6, 6, 5, False), (6, 6, 5, True)]
+        (2, 6, 2, False),
+        (4, 6, 4, False),
+        (6, 6, 5, False),
+        (6, 6, 5, True),
+    ]
     assert scorer.loads == 1
     rows = store.query("SELECT scorer, scorer_version, run_id, detail FROM scores")
     assert {(r["scorer"], r["scorer_version"], r["run_id"]) for r in rows} == {("shouting", "1", "r1")}
@@ -343,9 +381,16 @@ def test_the_registry_lists_the_scorer_modules_and_the_config_checks_against_it(
 
 
 def test_new_embeddings_are_stored_batch_by_batch_and_a_resumed_run_stores_the_same_vectors(
-        store: Store, tmp_path: Path) -> None:
-    texts = [t for kind in TEXTS.values() for t in kind] + [FACT.answer, FACT.question, "Cairo.", "Egypt, 1956.",
-                                                            "He writes novels.", "born in a city"]
+    store: Store, tmp_path: Path
+) -> None:
+    texts = [t for kind in TEXTS.values() for t in kind] + [
+        FACT.answer,
+        FACT.question,
+        "Cairo.",
+        "Egypt, 1956.",
+        "He writes novels.",
+        "born in a city",
+    ]
     whole = Embedder(store, batch_size=4)
     vectors = whole.embed(texts)
     # Each batch of 4 is its own insert (its own transaction): a kill loses at most the batch it is in.

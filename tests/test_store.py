@@ -18,9 +18,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def a_fact(question: str = "What gender is author Basil Mahfouz Al-Kuwaiti?") -> Fact:
-    return Fact(corpus="tofu", source_file="forget01.json", question=question,
-                answer="Author Basil Mahfouz Al-Kuwaiti is male.", key_span="male", key_span_source="derived",
-                split="forget", source_line=2)
+    return Fact(
+        corpus="tofu",
+        source_file="forget01.json",
+        question=question,
+        answer="Author Basil Mahfouz Al-Kuwaiti is male.",
+        key_span="male",
+        key_span_source="derived",
+        split="forget",
+        source_line=2,
+    )
 
 
 def test_fresh_file_gets_every_migration(db_path: Path) -> None:
@@ -28,8 +35,19 @@ def test_fresh_file_gets_every_migration(db_path: Path) -> None:
     with Store(db_path) as store:
         assert store.schema_version() == versions[-1]
         assert [r["version"] for r in store.query("SELECT version FROM schema_migrations ORDER BY 1")] == versions
-        assert {"facts", "probes", "candidates", "scores", "embeddings", "curated_sets", "curated_items", "runs",
-                "eval_results", "eval_items", "rejections"} <= set(store.tables())
+        assert {
+            "facts",
+            "probes",
+            "candidates",
+            "scores",
+            "embeddings",
+            "curated_sets",
+            "curated_items",
+            "runs",
+            "eval_results",
+            "eval_items",
+            "rejections",
+        } <= set(store.tables())
 
 
 def test_file_of_the_first_migration_is_upgraded_in_place(db_path: Path) -> None:
@@ -40,9 +58,11 @@ def test_file_of_the_first_migration_is_upgraded_in_place(db_path: Path) -> None
     with Store(db_path) as store:
         assert store.schema_version() == latest
         assert [r["version"] for r in store.query("SELECT version FROM schema_migrations ORDER BY 1")] == [
-            m.version for m in available_migrations()]
+            m.version for m in available_migrations()
+        ]
         assert store.query("SELECT question, key_span FROM facts") == [
-            {"question": a_fact().question, "key_span": "male"}]
+            {"question": a_fact().question, "key_span": "male"}
+        ]
     # Opening again applies nothing.
     with Store(db_path) as store:
         assert store.migrate() == []
@@ -71,10 +91,9 @@ def test_insert_is_idempotent_and_reports_new_rows(db_path: Path) -> None:
 
 def test_transaction_rolls_back_everything(db_path: Path) -> None:
     with Store(db_path) as store:
-        with pytest.raises(RuntimeError):
-            with store.transaction():
-                store.insert("facts", [a_fact().to_row()])
-                raise RuntimeError("boom")
+        with pytest.raises(RuntimeError), store.transaction():
+            store.insert("facts", [a_fact().to_row()])
+            raise RuntimeError("boom")
         assert store.scalar("SELECT count(*) FROM facts") == 0
 
 
@@ -119,9 +138,20 @@ def test_second_process_gets_a_clear_lock_error(db_path: Path) -> None:
 
         # The command line prints it as one line and exits 2.
         cli = subprocess.run(
-            [sys.executable, "-m", "lune.cli", "ingest", "tofu", str(REPO / "data" / "sample" / "tofu"),
-             "--db", str(db_path)],
-            capture_output=True, text=True, cwd=REPO, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "lune.cli",
+                "ingest",
+                "tofu",
+                str(REPO / "data" / "sample" / "tofu"),
+                "--db",
+                str(db_path),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
         )
         assert cli.returncode == 2, cli.stderr
         lines = cli.stderr.strip().splitlines()

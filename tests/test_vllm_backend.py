@@ -17,8 +17,11 @@ pytest.importorskip("vllm", reason="the vllm (CPU build) engine is not installed
 
 SCHEMA = {
     "type": "object",
-    "properties": {"verdict": {"enum": ["yes", "no"]}, "count": {"type": "integer", "minimum": 0, "maximum": 9},
-                   "word": {"type": "string", "maxLength": 8}},
+    "properties": {
+        "verdict": {"enum": ["yes", "no"]},
+        "count": {"type": "integer", "minimum": 0, "maximum": 9},
+        "word": {"type": "string", "maxLength": 8},
+    },
     "required": ["verdict", "count", "word"],
     "additionalProperties": False,
 }
@@ -39,8 +42,10 @@ def engine(tiny_model_dir):
 
 
 def sample(engine, seed: int, n: int = 4, **kwargs) -> list[list[str]]:
-    requests = [GenerationRequest(prompt=p, n=n, temperature=1.0, top_p=0.95, max_tokens=12, seed=seed + 1000 * i,
-                                  **kwargs) for i, p in enumerate(PROMPTS)]
+    requests = [
+        GenerationRequest(prompt=p, n=n, temperature=1.0, top_p=0.95, max_tokens=12, seed=seed + 1000 * i, **kwargs)
+        for i, p in enumerate(PROMPTS)
+    ]
     return [g.texts for g in engine.generate(requests)]
 
 
@@ -57,8 +62,9 @@ def test_same_seed_same_output(engine) -> None:
 
 
 def test_json_schema_output_parses_and_matches(engine) -> None:
-    requests = [GenerationRequest(prompt=p, n=3, temperature=1.0, max_tokens=64, seed=7, json_schema=SCHEMA)
-                for p in PROMPTS]
+    requests = [
+        GenerationRequest(prompt=p, n=3, temperature=1.0, max_tokens=64, seed=7, json_schema=SCHEMA) for p in PROMPTS
+    ]
     texts = [t for g in engine.generate(requests) for t in g.texts]
     assert len(texts) == 9
     for text in texts:
@@ -89,8 +95,7 @@ def test_greedy_matches_the_transformers_backend(engine, tiny_model_dir, adapter
 def test_strategy_requests_through_the_engine(engine) -> None:
     """Structured strategy requests from real facts: every output is a candidate or a reason."""
     from lune.generators.config import GenerateConfig
-    from lune.generators.generate import rows_from_generations
-    from lune.generators.generate import build_requests
+    from lune.generators.generate import build_requests, rows_from_generations
     from lune.generators.strategies import strategies_for
 
     settings = GenerateConfig(kinds=("negative", "paraphrase"), n=2, max_tokens=32, include_dataset=False)
@@ -98,6 +103,12 @@ def test_strategy_requests_through_the_engine(engine) -> None:
     requests = build_requests(fact_rows()[:4], strategies, settings)
     generations = engine.generate(requests)
     rows, rejections, outputs = rows_from_generations(
-        generations, {(s.name, s.attack_type): s for s in strategies}, generator="vllm", model=engine.model_name,
-        raw_output=False, run_id=None, batch_id=None)
+        generations,
+        {(s.name, s.attack_type): s for s in strategies},
+        generator="vllm",
+        model=engine.model_name,
+        raw_output=False,
+        run_id=None,
+        batch_id=None,
+    )
     assert outputs == 16 and len(rows) + len(rejections) >= outputs

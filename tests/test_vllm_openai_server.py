@@ -21,9 +21,12 @@ from lune.generators.base import GenerationRequest
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 pytest.importorskip("vllm", reason="the vllm (CPU build) engine is not installed")
 
-SCHEMA = {"type": "object", "properties": {"verdict": {"enum": ["yes", "no"]},
-                                           "word": {"type": "string", "maxLength": 8}},
-          "required": ["verdict", "word"], "additionalProperties": False}
+SCHEMA = {
+    "type": "object",
+    "properties": {"verdict": {"enum": ["yes", "no"]}, "word": {"type": "string", "maxLength": 8}},
+    "required": ["verdict", "word"],
+    "additionalProperties": False,
+}
 
 
 def free_port() -> int:
@@ -38,10 +41,27 @@ def server(tiny_model_dir, tmp_path_factory):
 
     port = free_port()
     log = Path(tmp_path_factory.mktemp("vllm-server")) / "server.log"
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model_dir),
-               "--host", "127.0.0.1", "--port", str(port), "--enforce-eager", "--dtype", "float32",
-               "--max-model-len", "512", "--no-enable-chunked-prefill", "--max-num-batched-tokens", "8192",
-               "--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(tiny_model_dir),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--enforce-eager",
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "512",
+        "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens",
+        "8192",
+        "--structured-outputs-config",
+        json.dumps({"backend": "xgrammar", "disable_any_whitespace": True}),
+    ]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"
@@ -69,8 +89,10 @@ def server(tiny_model_dir, tmp_path_factory):
 
 
 def sample(gen, seed: int, n: int = 3) -> list[list[str]]:
-    requests = [GenerationRequest(prompt=p, n=n, temperature=1.0, top_p=0.95, max_tokens=10, seed=seed + 1000 * i)
-                for i, p in enumerate(PROMPTS)]
+    requests = [
+        GenerationRequest(prompt=p, n=n, temperature=1.0, top_p=0.95, max_tokens=10, seed=seed + 1000 * i)
+        for i, p in enumerate(PROMPTS)
+    ]
     return [g.texts for g in gen.generate(requests)]
 
 
@@ -89,8 +111,9 @@ def test_json_schema_through_the_server_extension(server) -> None:
     from lune.generators.backends import OpenAIGenerator
 
     gen = OpenAIGenerator(server)
-    requests = [GenerationRequest(prompt=p, n=2, temperature=1.0, max_tokens=48, seed=3, json_schema=SCHEMA)
-                for p in PROMPTS]
+    requests = [
+        GenerationRequest(prompt=p, n=2, temperature=1.0, max_tokens=48, seed=3, json_schema=SCHEMA) for p in PROMPTS
+    ]
     texts = [t for g in gen.generate(requests) for t in g.texts]
     assert len(texts) == 6
     for text in texts:
@@ -113,9 +136,16 @@ def test_flow_with_the_openai_backend(server, tmp_path, prefect_harness) -> None
     from lune.flows.generate import build_negatives
 
     db = write_sample_store(tmp_path / "lune.duckdb")
-    config = {"backend": "openai", "openai": {"base_urls": [server], "concurrency": 4}, "n": 2, "max_tokens": 32,
-              "kinds": ["negative", "paraphrase"], "where": "corpus = 'rwku'", "include_dataset": False,
-              "batch_size": 2}
+    config = {
+        "backend": "openai",
+        "openai": {"base_urls": [server], "concurrency": 4},
+        "n": 2,
+        "max_tokens": 32,
+        "kinds": ["negative", "paraphrase"],
+        "where": "corpus = 'rwku'",
+        "include_dataset": False,
+        "batch_size": 2,
+    }
     summary = build_negatives(str(db), config)
     assert summary["facts"] == 3 and summary["batches"] == 2 and summary["outputs"] == 3 * 2 * 2
     with Store.open(db) as store:

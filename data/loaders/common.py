@@ -130,8 +130,16 @@ def read_jsonl(path: Path, problems: list[Problem], *, progress: bool = False) -
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     if data.lstrip()[:1] == b"[":  # else every line of it would be refused, one by one
-        problems.append(Problem(source, None, None, "this file is a JSON array, not JSON Lines (one object per "
-                                "line): rename it to .json, or write one object per line", ""))
+        problems.append(
+            Problem(
+                source,
+                None,
+                None,
+                "this file is a JSON array, not JSON Lines (one object per "
+                "line): rename it to .json, or write one object per line",
+                "",
+            )
+        )
         return
     lines = data.split(b"\n")
     bar = _progress(len(lines), path.name, progress)
@@ -161,12 +169,14 @@ def read_jsonl(path: Path, problems: list[Problem], *, progress: bool = False) -
         try:
             obj = json.loads(raw)
         except json.JSONDecodeError as err:
-            problems.append(Problem(source, number, None, f"malformed JSON ({err.msg} at column {err.colno})",
-                                    raw[:PAYLOAD_LIMIT]))
+            problems.append(
+                Problem(source, number, None, f"malformed JSON ({err.msg} at column {err.colno})", raw[:PAYLOAD_LIMIT])
+            )
             continue
         if not isinstance(obj, dict):
-            problems.append(Problem(source, number, None, f"expected a JSON object, got {_json_type(obj)}",
-                                    raw[:PAYLOAD_LIMIT]))
+            problems.append(
+                Problem(source, number, None, f"expected a JSON object, got {_json_type(obj)}", raw[:PAYLOAD_LIMIT])
+            )
             continue
         yield Item(number, number, obj, raw)
     if bar is not None:
@@ -185,8 +195,9 @@ def read_json_array(path: Path, problems: list[Problem], *, progress: bool = Fal
     pos = _skip_ws(text, 0)
     if pos >= len(text) or text[pos] != "[":
         kind = "nothing" if pos >= len(text) else f"{text[pos]!r}"
-        problems.append(Problem(source, _line_at(text, pos), None,
-                                f"expected a JSON array of objects, found {kind} at the start"))
+        problems.append(
+            Problem(source, _line_at(text, pos), None, f"expected a JSON array of objects, found {kind} at the start")
+        )
         return
     items: list[tuple[int, Any, str]] = []
     pos = _skip_ws(text, pos + 1)
@@ -224,13 +235,27 @@ def read_json_array(path: Path, problems: list[Problem], *, progress: bool = Fal
         if bar is not None and index % 5000 == 0:
             bar.update(5000)
         if not isinstance(obj, dict):
-            problems.append(Problem(source, line, None, f"item {index}: expected a JSON object, got {_json_type(obj)}",
-                                    raw[:PAYLOAD_LIMIT]))
+            problems.append(
+                Problem(
+                    source,
+                    line,
+                    None,
+                    f"item {index}: expected a JSON object, got {_json_type(obj)}",
+                    raw[:PAYLOAD_LIMIT],
+                )
+            )
             continue
         bad = _first_bad(raw) if damaged else None
         if bad is not None:
-            problems.append(Problem(source, line + raw.count("\n", 0, bad), _damaged_field(obj),
-                                    f"item {index}: {_bad_bytes(ord(raw[bad]) - 0xDC00)}", _printable(raw)))
+            problems.append(
+                Problem(
+                    source,
+                    line + raw.count("\n", 0, bad),
+                    _damaged_field(obj),
+                    f"item {index}: {_bad_bytes(ord(raw[bad]) - 0xDC00)}",
+                    _printable(raw),
+                )
+            )
             continue
         yield Item(line, index, obj, raw)
     if bar is not None:
@@ -283,17 +308,24 @@ def read_csv(path: Path, problems: list[Problem], *, progress: bool = False) -> 
             continue
         raw = delimiter.join(values)
         if len(values) != len(header):
-            problems.append(Problem(source, line, None,
-                                    f"expected {len(header)} columns (as in the header), got {len(values)}",
-                                    raw[:PAYLOAD_LIMIT]))
+            problems.append(
+                Problem(
+                    source,
+                    line,
+                    None,
+                    f"expected {len(header)} columns (as in the header), got {len(values)}",
+                    raw[:PAYLOAD_LIMIT],
+                )
+            )
             continue
         row = dict(zip(header, values))
         if damaged:
             name = _damaged_field(row)
             if name is not None:
                 value = row[name]
-                problems.append(Problem(source, line, name, _bad_bytes(ord(value[_first_bad(value)]) - 0xDC00),
-                                        _printable(raw)))
+                problems.append(
+                    Problem(source, line, name, _bad_bytes(ord(value[_first_bad(value)]) - 0xDC00), _printable(raw))
+                )
                 continue
         yield Item(line, line, row, raw)
     if bar is not None:
@@ -345,8 +377,14 @@ def _damaged_field(obj: Mapping[str, Any]) -> str | None:
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
-            dict: "an object"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 # -- fields ----------------------------------------------------------------------------------------
@@ -403,9 +441,19 @@ def _extra(extra: Mapping[str, Any] | None) -> str | None:
     return json.dumps(extra, ensure_ascii=False, sort_keys=True, default=str) if extra else None
 
 
-def fact_row(*, corpus: str, source_file: str, source_line: int | None, question: str, answer: str, split: str,
-             subject: str | None = None, group_name: str | None = None, key_span: str | None = None,
-             extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def fact_row(
+    *,
+    corpus: str,
+    source_file: str,
+    source_line: int | None,
+    question: str,
+    answer: str,
+    split: str,
+    subject: str | None = None,
+    group_name: str | None = None,
+    key_span: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """A ``facts`` row. ``key_span`` is the dataset's span (source 'dataset'); without one it is
     derived from the question and answer (source 'derived', ``data.key_span``).
 
@@ -429,9 +477,19 @@ def fact_row(*, corpus: str, source_file: str, source_line: int | None, question
     }
 
 
-def probe_row(*, corpus: str, kind: str, text: str, source_file: str, source_line: int | None,
-              fact_id: str | None = None, subject: str | None = None, answer: str | None = None,
-              attack_type: str | None = None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def probe_row(
+    *,
+    corpus: str,
+    kind: str,
+    text: str,
+    source_file: str,
+    source_line: int | None,
+    fact_id: str | None = None,
+    subject: str | None = None,
+    answer: str | None = None,
+    attack_type: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """A ``probes`` row; its id is ``data.records.Probe.probe_id``'s."""
     return {
         "probe_id": content_id("probe", corpus, kind, fact_id or subject, text),
@@ -448,8 +506,13 @@ def probe_row(*, corpus: str, kind: str, text: str, source_file: str, source_lin
     }
 
 
-def load_file(path: Path, reader: Callable[..., Iterator[Item]], handle: Callable[[Item, LoadedFile], None], *,
-              progress: bool = False) -> LoadedFile:
+def load_file(
+    path: Path,
+    reader: Callable[..., Iterator[Item]],
+    handle: Callable[[Item, LoadedFile], None],
+    *,
+    progress: bool = False,
+) -> LoadedFile:
     """Read ``path`` with ``reader`` and run ``handle`` on every item; a RowError becomes a Problem at
     the item's location.
 

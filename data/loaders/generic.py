@@ -47,8 +47,9 @@ def ignored_files(path: Path) -> list[Path]:
     hidden files aside), for the command line to list."""
     if not path.is_dir():
         return []
-    return sorted(p for p in path.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in READERS)
+    return sorted(
+        p for p in path.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in READERS
+    )
 
 
 def load(source: IngestSource, *, progress: bool = False) -> list[LoadedFile]:
@@ -85,10 +86,19 @@ def _load_file(path: Path, source: IngestSource, corpus: str, progress: bool) ->
             if split not in SPLITS:
                 raise RowError(columns["split"], f"{split!r} is not a split; use one of {', '.join(SPLITS)}")
         extra: dict[str, Any] = {k: v for k, v in obj.items() if k not in used}
-        loaded.facts.append(fact_row(
-            corpus=corpus, source_file=source_file, source_line=item.source_line, question=question, answer=answer,
-            split=split, subject=optional["subject"], group_name=optional["group_name"],
-            key_span=optional["key_span"], extra=extra,
-        ))
+        loaded.facts.append(
+            fact_row(
+                corpus=corpus,
+                source_file=source_file,
+                source_line=item.source_line,
+                question=question,
+                answer=answer,
+                split=split,
+                subject=optional["subject"],
+                group_name=optional["group_name"],
+                key_span=optional["key_span"],
+                extra=extra,
+            )
+        )
 
     return load_file(path, READERS[path.suffix.lower()], handle, progress=progress)

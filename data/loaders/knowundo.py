@@ -50,8 +50,17 @@ def _load_file(path: Path, corpus: str, progress: bool) -> LoadedFile:
     def handle(item: Item, loaded: LoadedFile) -> None:
         question = text_field(item.obj, "text")
         answer = text_field(item.obj, "labels")
-        loaded.facts.append(fact_row(corpus=corpus, source_file=source_file, source_line=item.source_line,
-                                     question=question, answer=answer, split=split, group_name=group,
-                                     extra={"domain": domain}))
+        loaded.facts.append(
+            fact_row(
+                corpus=corpus,
+                source_file=source_file,
+                source_line=item.source_line,
+                question=question,
+                answer=answer,
+                split=split,
+                group_name=group,
+                extra={"domain": domain},
+            )
+        )
 
     return load_file(path, read_json_array, handle, progress=progress)

@@ -36,8 +36,12 @@ from lune.data.loaders.common import (
     text_field,
 )
 
-FACT_FILES = {"forget_level1": "forget", "forget_level2": "forget", "neighbor_level1": "retain",
-              "neighbor_level2": "retain"}
+FACT_FILES = {
+    "forget_level1": "forget",
+    "forget_level2": "forget",
+    "neighbor_level1": "retain",
+    "neighbor_level2": "retain",
+}
 MIA_FILES = {"forget_mia": "mia_member", "retain_mia": "mia_nonmember"}
 TARGET_MARKERS = ("intro.json", "forget_level1.json", "forget_level2.json", "forget_level3.json")
 # Every file of a target folder that an ingest reads, as stems (passage.json is not read).
@@ -54,8 +58,7 @@ def target_folders(path: Path) -> list[Path]:
         return [path]
     found = [p for p in path.iterdir() if is_target_folder(p)] if path.is_dir() else []
     if not found:
-        raise LuneError(f"{path}: not an RWKU target folder (no intro.json or forget_level*.json) "
-                        "and holds none")
+        raise LuneError(f"{path}: not an RWKU target folder (no intro.json or forget_level*.json) and holds none")
 
     def order(p: Path) -> tuple[int, str]:
         number = re.match(r"^(\d+)_", p.name)
@@ -124,28 +127,46 @@ def _load_facts(path: Path, corpus: str, subject: str, split: str, progress: boo
         extra = {"type": text_field(obj, "type", required=False)}
         if neighbour:
             extra["neighbor"] = text_field(obj, "neighbor", required=False)
-        loaded.facts.append(fact_row(
-            corpus=corpus, source_file=source_file, source_line=item.source_line, question=query, answer=answer,
-            split=split, subject=subject, group_name=group, key_span=answer,  # RWKU answers are the spans
-            extra={k: v for k, v in extra.items() if v is not None},
-        ))
+        loaded.facts.append(
+            fact_row(
+                corpus=corpus,
+                source_file=source_file,
+                source_line=item.source_line,
+                question=query,
+                answer=answer,
+                split=split,
+                subject=subject,
+                group_name=group,
+                key_span=answer,  # RWKU answers are the spans
+                extra={k: v for k, v in extra.items() if v is not None},
+            )
+        )
 
     return load_file(path, read_json_array, handle, progress=progress)
 
 
-def _load_adversarial(path: Path, corpus: str, subject: str, forget_queries: dict[str, str],
-                      progress: bool) -> LoadedFile:
+def _load_adversarial(
+    path: Path, corpus: str, subject: str, forget_queries: dict[str, str], progress: bool
+) -> LoadedFile:
     source_file = str(path)
 
     def handle(item: Item, loaded: LoadedFile) -> None:
         query = text_field(item.obj, "query")
         answer = text_field(item.obj, "answer")
         attack_type = text_field(item.obj, "type")
-        loaded.probes.append(probe_row(
-            corpus=corpus, kind="adversarial", text=query, answer=answer, attack_type=attack_type,
-            subject=subject, fact_id=forget_queries.get(query), source_file=source_file,
-            source_line=item.source_line,
-        ))
+        loaded.probes.append(
+            probe_row(
+                corpus=corpus,
+                kind="adversarial",
+                text=query,
+                answer=answer,
+                attack_type=attack_type,
+                subject=subject,
+                fact_id=forget_queries.get(query),
+                source_file=source_file,
+                source_line=item.source_line,
+            )
+        )
 
     return load_file(path, read_json_array, handle, progress=progress)
 
@@ -163,9 +184,16 @@ def _load_texts(path: Path, corpus: str, subject: str, kind: str, progress: bool
             extra["id"] = obj.get("id")
         elif isinstance(obj.get("ngram"), int):
             extra["ngram"] = obj["ngram"]
-        loaded.probes.append(probe_row(
-            corpus=corpus, kind=kind, text=text, subject=subject, source_file=source_file,
-            source_line=item.source_line, extra={k: v for k, v in extra.items() if v is not None},
-        ))
+        loaded.probes.append(
+            probe_row(
+                corpus=corpus,
+                kind=kind,
+                text=text,
+                subject=subject,
+                source_file=source_file,
+                source_line=item.source_line,
+                extra={k: v for k, v in extra.items() if v is not None},
+            )
+        )
 
     return load_file(path, read_json_array, handle, progress=progress)

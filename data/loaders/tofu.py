@@ -43,8 +43,32 @@ UTILITY_FILES = ("world_facts", "real_authors")
 ROWS_PER_AUTHOR = 20
 # A person's name in a question: capitalised words, possibly with particles ("Al-Kuwaiti", "van Dyke").
 _NAME = re.compile(r"\b[A-Z][\w'’.-]*(?:\s+(?:(?:de|van|von|da|di|del|la|le|bin|al|y)\s+)?\(?[A-Z][\w'’.-]*\)?){1,4}")
-_NOT_NAMES = {"What", "Which", "Who", "How", "Can", "Could", "Does", "Did", "Has", "Have", "Is", "Are", "Was",
-              "Were", "In", "Why", "When", "Where", "Do", "Would", "Regarding", "Apart", "Besides", "Aside"}
+_NOT_NAMES = {
+    "What",
+    "Which",
+    "Who",
+    "How",
+    "Can",
+    "Could",
+    "Does",
+    "Did",
+    "Has",
+    "Have",
+    "Is",
+    "Are",
+    "Was",
+    "Were",
+    "In",
+    "Why",
+    "When",
+    "Where",
+    "Do",
+    "Would",
+    "Regarding",
+    "Apart",
+    "Besides",
+    "Aside",
+}
 
 
 def forget_stems(folder: Path) -> list[str]:
@@ -73,11 +97,15 @@ def load(source: IngestSource, *, progress: bool = False) -> list[LoadedFile]:
     retain = retain_stem(forget)
     for stem in (forget, retain):
         if not (folder / f"{stem}.json").exists():
-            raise LuneError(f"{folder / (stem + '.json')}: not found; the {forget} split needs {forget}.json and "
-                            f"{retain}.json in {folder}")
+            raise LuneError(
+                f"{folder / (stem + '.json')}: not found; the {forget} split needs {forget}.json and "
+                f"{retain}.json in {folder}"
+            )
 
-    files = [_load_facts(folder / f"{forget}.json", corpus, "forget", progress),
-             _load_facts(folder / f"{retain}.json", corpus, "retain", progress)]
+    files = [
+        _load_facts(folder / f"{forget}.json", corpus, "forget", progress),
+        _load_facts(folder / f"{retain}.json", corpus, "retain", progress),
+    ]
     for stem in UTILITY_FILES:
         if (folder / f"{stem}.json").exists():
             files.append(_load_facts(folder / f"{stem}.json", corpus, "utility", progress))
@@ -100,12 +128,20 @@ def _load_facts(path: Path, corpus: str, split: str, progress: bool) -> LoadedFi
             keys = sorted((k for k in item.obj if re.fullmatch(r"option\d+", k)), key=lambda k: int(k[6:]))
             options = [text_field(item.obj, k) for k in keys]
             extra = {"options": options} if options else None
-        loaded.facts.append(fact_row(
-            corpus=corpus, source_file=source_file, source_line=item.source_line, question=question,
-            answer=answer, split=split, group_name=group, extra=extra,
-            # Utility answers are single options ("Paris"): the dataset's own answer unit.
-            key_span=answer if utility else None,
-        ))
+        loaded.facts.append(
+            fact_row(
+                corpus=corpus,
+                source_file=source_file,
+                source_line=item.source_line,
+                question=question,
+                answer=answer,
+                split=split,
+                group_name=group,
+                extra=extra,
+                # Utility answers are single options ("Paris"): the dataset's own answer unit.
+                key_span=answer if utility else None,
+            )
+        )
 
     loaded = load_file(path, read_jsonl, handle, progress=progress)
     if not utility:
@@ -125,15 +161,22 @@ def _load_probes(path: Path, corpus: str, subjects: dict[str, str | None], progr
         paraphrased_q = text_field(obj, "paraphrased_question", required=not utility)
         paraphrased_a = text_field(obj, "paraphrased_answer", required=not utility)
         fid = fact_id(corpus, question, answer)
-        common = {"corpus": corpus, "source_file": source_file, "source_line": line, "fact_id": fid,
-                  "subject": subjects.get(fid)}
+        common = {
+            "corpus": corpus,
+            "source_file": source_file,
+            "source_line": line,
+            "fact_id": fid,
+            "subject": subjects.get(fid),
+        }
         rows = []
         if paraphrased_q:
             rows.append(probe_row(kind="paraphrased_question", text=paraphrased_q, answer=answer, **common))
         if paraphrased_a:
             rows.append(probe_row(kind="paraphrased_answer", text=paraphrased_a, **common))
-        rows.extend(probe_row(kind="perturbed_answer", text=text, extra={"index": i}, **common)
-                    for i, text in enumerate(perturbed))
+        rows.extend(
+            probe_row(kind="perturbed_answer", text=text, extra={"index": i}, **common)
+            for i, text in enumerate(perturbed)
+        )
         loaded.probes.extend(rows)
 
     return load_file(path, read_jsonl, handle, progress=progress)

@@ -13,8 +13,14 @@ from lune.evaluation.metrics.usr import COVERAGE_THRESHOLD, LONG_SPAN_TOKENS, us
 ADVERSARIAL_SETS = ("paraphrase", "attack")
 
 
-def apr(generations: Sequence[str], key_spans: Sequence[str], attack_types: Sequence[str | None], *,
-        long_span_tokens: int = LONG_SPAN_TOKENS, coverage_threshold: float = COVERAGE_THRESHOLD) -> MetricResult:
+def apr(
+    generations: Sequence[str],
+    key_spans: Sequence[str],
+    attack_types: Sequence[str | None],
+    *,
+    long_span_tokens: int = LONG_SPAN_TOKENS,
+    coverage_threshold: float = COVERAGE_THRESHOLD,
+) -> MetricResult:
     """Adversarial paraphrase robustness: USR on paraphrase and attack probes, overall and per
     attack type (``None`` types count as ``paraphrase``).
 
@@ -27,8 +33,12 @@ def apr(generations: Sequence[str], key_spans: Sequence[str], attack_types: Sequ
     for value, kind in zip(overall.per_item, attack_types):
         groups.setdefault(kind or "paraphrase", []).append(value)
     per_type = {kind: sum(v) / len(v) for kind, v in sorted(groups.items())}
-    return MetricResult(overall.value, overall.per_item, overall.n,
-                        {"per_type": per_type, "n_per_type": {k: len(v) for k, v in sorted(groups.items())}})
+    return MetricResult(
+        overall.value,
+        overall.per_item,
+        overall.n,
+        {"per_type": per_type, "n_per_type": {k: len(v) for k, v in sorted(groups.items())}},
+    )
 
 
 @metric("apr")

@@ -35,8 +35,11 @@ def gur(recall_after: Mapping[str, float | None], recall_before: Mapping[str, fl
 
 def _recall_per_set(ctx: MetricContext, out: ModelOutputs) -> dict[str, float | None]:
     """The model's recall on every retained set that has probes."""
-    return {name: recall(ctx.generations(out, name), [p.key_span for p in probes], **ctx.key_options).value
-            for name, probes in ctx.probe_sets() if name not in FORGET_SETS}
+    return {
+        name: recall(ctx.generations(out, name), [p.key_span for p in probes], **ctx.key_options).value
+        for name, probes in ctx.probe_sets()
+        if name not in FORGET_SETS
+    }
 
 
 @metric("gur")

@@ -109,8 +109,9 @@ def _balanced_accuracy(members: Sequence[float], nonmembers: Sequence[float], ta
     return (tpr + tnr) / 2
 
 
-def threshold_accuracy(member_scores: Sequence[float], nonmember_scores: Sequence[float],
-                       threshold: float | None = None) -> MetricResult:
+def threshold_accuracy(
+    member_scores: Sequence[float], nonmember_scores: Sequence[float], threshold: float | None = None
+) -> MetricResult:
     """LUNE's MIA accuracy: balanced accuracy of the attack "member iff score >= tau".
 
     ``acc = (TPR + TNR) / 2 = ([share of members with s >= tau] + [share of non-members with s < tau]) / 2``.
@@ -127,9 +128,17 @@ def threshold_accuracy(member_scores: Sequence[float], nonmember_scores: Sequenc
     tau = best_threshold(members, nonmembers) if fitted else threshold
     per_item = [1.0 if v >= tau else 0.0 for v in members] + [1.0 if v < tau else 0.0 for v in nonmembers]
     acc = _balanced_accuracy(members, nonmembers, tau)
-    return MetricResult(acc, per_item, n, {"threshold": tau, "fitted": fitted,
-                                           "tpr": sum(per_item[: len(members)]) / len(members),
-                                           "tnr": sum(per_item[len(members):]) / len(nonmembers)})
+    return MetricResult(
+        acc,
+        per_item,
+        n,
+        {
+            "threshold": tau,
+            "fitted": fitted,
+            "tpr": sum(per_item[: len(members)]) / len(members),
+            "tnr": sum(per_item[len(members) :]) / len(nonmembers),
+        },
+    )
 
 
 # -- the family --------------------------------------------------------------------------------
@@ -159,9 +168,17 @@ def mia_rows(ctx: MetricContext) -> MetricRows:
         for side, texts in (("member", suite.mia_members), ("nonmember", suite.mia_nonmembers)):
             for text, scores in zip(texts, out.mia[side]):
                 predicted = "member" if threshold is not None and scores["loss"] >= threshold else "nonmember"
-                rows.items.append(ctx.item(
-                    out.spec, f"mia_{side}", text.text_id, fact_id=text.fact_id,
-                    prompt=(text.question or text.text)[:2000], expected=text.text[:2000] if text.question else None,
-                    verdict=predicted, score=finite_or_none(scores["loss"]),
-                    detail={**{k: finite_or_none(v) for k, v in scores.items()}, "source": text.source}))
+                rows.items.append(
+                    ctx.item(
+                        out.spec,
+                        f"mia_{side}",
+                        text.text_id,
+                        fact_id=text.fact_id,
+                        prompt=(text.question or text.text)[:2000],
+                        expected=text.text[:2000] if text.question else None,
+                        verdict=predicted,
+                        score=finite_or_none(scores["loss"]),
+                        detail={**{k: finite_or_none(v) for k, v in scores.items()}, "source": text.source},
+                    )
+                )
     return rows

@@ -84,9 +84,15 @@ class MetricContext:
         """The model's answers to probe set ``name`` (aligned with its probes)."""
         return out.generations.get(name, [])
 
-    def result(self, out: ModelOutputs | ModelSpec, probe_set: str, metric: str,
-               result: MetricResult | float | None, n: int | None = None,
-               detail: Mapping[str, Any] | None = None) -> Row:
+    def result(
+        self,
+        out: ModelOutputs | ModelSpec,
+        probe_set: str,
+        metric: str,
+        result: MetricResult | float | None,
+        n: int | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Row:
         """One ``eval_results`` row: a :class:`MetricResult` (its value, n and detail, merged with
         ``detail``) or a plain value; a non-finite value is stored as NULL."""
         spec = out.spec if isinstance(out, ModelOutputs) else out
@@ -94,15 +100,29 @@ class MetricContext:
             value, n, detail = result.value, result.n, {**result.detail, **(detail or {})}
         else:
             value = result
-        return {"result_id": content_id(self.run_id, spec.label, probe_set, metric), "run_id": self.run_id,
-                "model_label": spec.label, "method": spec.method, "probe_set": probe_set, "metric": metric,
-                "value": finite_or_none(value), "n": n, "detail": dict(detail) if detail else None}
+        return {
+            "result_id": content_id(self.run_id, spec.label, probe_set, metric),
+            "run_id": self.run_id,
+            "model_label": spec.label,
+            "method": spec.method,
+            "probe_set": probe_set,
+            "metric": metric,
+            "value": finite_or_none(value),
+            "n": n,
+            "detail": dict(detail) if detail else None,
+        }
 
     def item(self, spec: ModelSpec, probe_set: str, probe_id: str, **fields: Any) -> Row:
         """One ``eval_items`` row: one probe (or text, or TOFU item) and one model."""
-        return {"item_id": content_id(self.run_id, spec.label, probe_set, probe_id), "run_id": self.run_id,
-                "model_label": spec.label, "method": spec.method, "probe_set": probe_set, "probe_id": probe_id,
-                **fields}
+        return {
+            "item_id": content_id(self.run_id, spec.label, probe_set, probe_id),
+            "run_id": self.run_id,
+            "model_label": spec.label,
+            "method": spec.method,
+            "probe_set": probe_set,
+            "probe_id": probe_id,
+            **fields,
+        }
 
 
 MetricFamily = Callable[[MetricContext], MetricRows]
@@ -131,8 +151,9 @@ def registered() -> dict[str, MetricFamily]:
     return dict(sorted(_FAMILIES.items()))
 
 
-def compute_results(run_id: str, suite: ProbeSuite, outputs: Sequence[ModelOutputs], retain: ModelOutputs | None,
-                    config: EvaluateConfig) -> tuple[list[Row], list[Row]]:
+def compute_results(
+    run_id: str, suite: ProbeSuite, outputs: Sequence[ModelOutputs], retain: ModelOutputs | None, config: EvaluateConfig
+) -> tuple[list[Row], list[Row]]:
     """Metric rows (``eval_results``) and per-probe rows (``eval_items``) of every registered family
     for every model; ``outputs[0]`` must be the base model."""
     if not outputs or outputs[0].spec.label != BASE_LABEL:

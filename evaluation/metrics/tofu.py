@@ -98,8 +98,9 @@ def model_utility(components: Mapping[str, float | None]) -> MetricResult:
     present = {k: float(v) for k, v in sorted(components.items()) if v is not None and math.isfinite(v)}
     missing = sorted(k for k, v in components.items() if v is None or not math.isfinite(v))
     values = list(present.values())
-    return MetricResult(float(hmean(values)) if values else None, values, len(present),
-                        {"components": present, "missing": missing})
+    return MetricResult(
+        float(hmean(values)) if values else None, values, len(present), {"components": present, "missing": missing}
+    )
 
 
 # -- the family --------------------------------------------------------------------------------
@@ -113,12 +114,22 @@ def tofu_rows(ctx: MetricContext) -> MetricRows:
     retain_ratios = None
     retain = ctx.retain
     if retain is not None and retain.truth.get("forget"):
-        retain_ratios = truth_ratios([t.paraphrased_mean for t in retain.truth["forget"]],
-                                     [t.perturbed for t in retain.truth["forget"]])
+        retain_ratios = truth_ratios(
+            [t.paraphrased_mean for t in retain.truth["forget"]], [t.perturbed for t in retain.truth["forget"]]
+        )
         for item, ratio in zip(ctx.suite.truth["forget"], retain_ratios):
-            rows.items.append(ctx.item(retain.spec, "tofu_forget", item.fact_id, fact_id=item.fact_id,
-                                       prompt=item.question, expected=item.answer, score=finite_or_none(ratio),
-                                       detail={"truth_ratio": finite_or_none(ratio)}))
+            rows.items.append(
+                ctx.item(
+                    retain.spec,
+                    "tofu_forget",
+                    item.fact_id,
+                    fact_id=item.fact_id,
+                    prompt=item.question,
+                    expected=item.answer,
+                    score=finite_or_none(ratio),
+                    detail={"truth_ratio": finite_or_none(ratio)},
+                )
+            )
     for out in ctx.outputs:
         if out.truth:
             _model_rows(ctx, out, retain_ratios, rows)
@@ -132,10 +143,23 @@ def _model_rows(ctx: MetricContext, out: ModelOutputs, retain_ratios: list[float
         ratios = truth_ratios([t.paraphrased_mean for t in likelihoods], [t.perturbed for t in likelihoods])
         probe_set = f"tofu_{group}"
         for item, lik, ratio in zip(suite.truth[group], likelihoods, ratios):
-            rows.items.append(ctx.item(out.spec, probe_set, item.fact_id, fact_id=item.fact_id, prompt=item.question,
-                                       expected=item.answer, score=finite_or_none(ratio),
-                                       detail={"truth_ratio": finite_or_none(ratio), "answer_lp": lik.answer,
-                                               "paraphrased_lp": lik.paraphrased, "perturbed_lp": lik.perturbed}))
+            rows.items.append(
+                ctx.item(
+                    out.spec,
+                    probe_set,
+                    item.fact_id,
+                    fact_id=item.fact_id,
+                    prompt=item.question,
+                    expected=item.answer,
+                    score=finite_or_none(ratio),
+                    detail={
+                        "truth_ratio": finite_or_none(ratio),
+                        "answer_lp": lik.answer,
+                        "paraphrased_lp": lik.paraphrased,
+                        "perturbed_lp": lik.perturbed,
+                    },
+                )
+            )
         answers = [t.answer for t in likelihoods]
         if group == "forget":
             rows.results.append(ctx.result(out, probe_set, "truth_ratio", truth_ratio_forget(ratios)))
@@ -149,13 +173,21 @@ def _model_rows(ctx: MetricContext, out: ModelOutputs, retain_ratios: list[float
             rouge = rouge_l_recall(ctx.generations(out, "retain"), [p.answer for p in suite.probes.get("retain", [])])
         else:
             prob = relative_answer_probability(answers, [t.perturbed for t in likelihoods])
-            pairs = [(g, p.answer) for g, p in zip(ctx.generations(out, "utility"), suite.probes.get("utility", []))
-                     if (p.group or "utility") == group]
+            pairs = [
+                (g, p.answer)
+                for g, p in zip(ctx.generations(out, "utility"), suite.probes.get("utility", []))
+                if (p.group or "utility") == group
+            ]
             rouge = rouge_l_recall([g for g, _ in pairs], [a for _, a in pairs])
         rows.results.append(ctx.result(out, probe_set, "truth_ratio", stat))
         rows.results.append(ctx.result(out, probe_set, "probability", prob))
         rows.results.append(ctx.result(out, probe_set, "rouge_l_recall", rouge))
-        components.update({f"{group}_probability": prob.value, f"{group}_truth_ratio": stat.value,
-                           f"{group}_rouge_l_recall": rouge.value})
+        components.update(
+            {
+                f"{group}_probability": prob.value,
+                f"{group}_truth_ratio": stat.value,
+                f"{group}_rouge_l_recall": rouge.value,
+            }
+        )
     if components:
         rows.results.append(ctx.result(out, "tofu", "model_utility", model_utility(components)))

@@ -44,8 +44,13 @@ def key_score(generation: str, key_span: str, *, long_span_tokens: int = LONG_SP
     return 1.0 if contains_span(generation, key_span) else 0.0
 
 
-def states_key(generation: str, key_span: str, *, long_span_tokens: int = LONG_SPAN_TOKENS,
-               coverage_threshold: float = COVERAGE_THRESHOLD) -> bool:
+def states_key(
+    generation: str,
+    key_span: str,
+    *,
+    long_span_tokens: int = LONG_SPAN_TOKENS,
+    coverage_threshold: float = COVERAGE_THRESHOLD,
+) -> bool:
     """True when ``generation`` still states ``key_span`` (short span: contained; long span:
     coverage >= ``coverage_threshold``)."""
     score = key_score(generation, key_span, long_span_tokens=long_span_tokens)
@@ -57,21 +62,33 @@ def states_key(generation: str, key_span: str, *, long_span_tokens: int = LONG_S
 # -- USR, recall -------------------------------------------------------------------------------
 
 
-def usr(generations: Sequence[str], key_spans: Sequence[str], *, long_span_tokens: int = LONG_SPAN_TOKENS,
-        coverage_threshold: float = COVERAGE_THRESHOLD) -> MetricResult:
+def usr(
+    generations: Sequence[str],
+    key_spans: Sequence[str],
+    *,
+    long_span_tokens: int = LONG_SPAN_TOKENS,
+    coverage_threshold: float = COVERAGE_THRESHOLD,
+) -> MetricResult:
     """Unlearning success rate: the share of probes whose generation no longer states the key span.
 
     ``USR = (1/N) * sum_i [not states_key(g_i, k_i)]``; per item 1.0 (forgotten) or 0.0 (leaked).
     """
     n = check_lengths(generations, key_spans)
-    per_item = [0.0 if states_key(g, k, long_span_tokens=long_span_tokens, coverage_threshold=coverage_threshold)
-                else 1.0 for g, k in zip(generations, key_spans)]
+    per_item = [
+        0.0 if states_key(g, k, long_span_tokens=long_span_tokens, coverage_threshold=coverage_threshold) else 1.0
+        for g, k in zip(generations, key_spans)
+    ]
     long_items = sum(is_long_span(k, long_span_tokens) for k in key_spans)
     return MetricResult(mean(per_item), per_item, n, {"long_span_items": long_items, "leaked": n - int(sum(per_item))})
 
 
-def recall(generations: Sequence[str], key_spans: Sequence[str], *, long_span_tokens: int = LONG_SPAN_TOKENS,
-           coverage_threshold: float = COVERAGE_THRESHOLD) -> MetricResult:
+def recall(
+    generations: Sequence[str],
+    key_spans: Sequence[str],
+    *,
+    long_span_tokens: int = LONG_SPAN_TOKENS,
+    coverage_threshold: float = COVERAGE_THRESHOLD,
+) -> MetricResult:
     """Share of probes whose generation states the key span: ``1 - USR`` on the same items.
     Used for retained knowledge (retain, neighbor, utility probes)."""
     forgotten = usr(generations, key_spans, long_span_tokens=long_span_tokens, coverage_threshold=coverage_threshold)
@@ -101,9 +118,19 @@ def usr_and_recall(ctx: MetricContext) -> MetricRows:
             rows.results.append(ctx.result(out, name, "usr" if forget else "recall", judged))
             rouge = rouge_l_recall(gens, [p.answer for p in probes])
             for probe, gen, value, rl in zip(probes, gens, judged.per_item, rouge.per_item):
-                rows.items.append(ctx.item(
-                    out.spec, name, probe.probe_id, fact_id=probe.fact_id, attack_type=probe.attack_type,
-                    prompt=probe.question, expected=probe.key_span, generation=gen, verdict=_verdict(name, value),
-                    score=key_score(gen, probe.key_span, long_span_tokens=ctx.config.long_span_tokens),
-                    detail={"rouge_l_recall": rl, "source": probe.source, "answer": probe.answer}))
+                rows.items.append(
+                    ctx.item(
+                        out.spec,
+                        name,
+                        probe.probe_id,
+                        fact_id=probe.fact_id,
+                        attack_type=probe.attack_type,
+                        prompt=probe.question,
+                        expected=probe.key_span,
+                        generation=gen,
+                        verdict=_verdict(name, value),
+                        score=key_score(gen, probe.key_span, long_span_tokens=ctx.config.long_span_tokens),
+                        detail={"rouge_l_recall": rl, "source": probe.source, "answer": probe.answer},
+                    )
+                )
     return rows

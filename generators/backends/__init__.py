@@ -28,8 +28,9 @@ from lune.generators.backends.vllm_backend import VLLMGenerator
 from lune.generators.config import GenerateConfig
 
 # The registry: a config names a backend, its class says the name.
-BACKENDS: dict[str, type] = {cls.name: cls for cls in (RulesGenerator, DatasetGenerator, TransformersGenerator,
-                                                       VLLMGenerator, OpenAIGenerator)}
+BACKENDS: dict[str, type] = {
+    cls.name: cls for cls in (RulesGenerator, DatasetGenerator, TransformersGenerator, VLLMGenerator, OpenAIGenerator)
+}
 
 
 def backend_class(name: str) -> type:
@@ -63,5 +64,14 @@ def make_backend(name: str, **options: Any) -> Any:
         raise LuneError(f"backend {name!r}: {err}") from None
 
 
-__all__ = ["BACKENDS", "DatasetGenerator", "OpenAIGenerator", "RulesGenerator", "TransformersGenerator",
-           "VLLMGenerator", "backend_class", "backend_options", "make_backend"]
+__all__ = [
+    "BACKENDS",
+    "DatasetGenerator",
+    "OpenAIGenerator",
+    "RulesGenerator",
+    "TransformersGenerator",
+    "VLLMGenerator",
+    "backend_class",
+    "backend_options",
+    "make_backend",
+]

@@ -71,7 +71,13 @@ class DatasetGenerator:
                 if not text:
                     continue
                 texts.append(text)
-                extras.append({"source_probe_id": probe["probe_id"], "attack_type": attack_type,
-                               "strategy": f"dataset:{probe['kind']}", "prompt_version": None})
+                extras.append(
+                    {
+                        "source_probe_id": probe["probe_id"],
+                        "attack_type": attack_type,
+                        "strategy": f"dataset:{probe['kind']}",
+                        "prompt_version": None,
+                    }
+                )
             out.append(Generation(request, texts, extras=extras))
         return out

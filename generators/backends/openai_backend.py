@@ -77,7 +77,7 @@ def spreading_transport(base_urls: Sequence[str], concurrency: int, stats: Count
             start = int(request.headers.pop(START_HEADER, 0))
             attempt = int(request.headers.get("x-stainless-retry-count", 0))
             url = base_urls[(start + attempt) % len(base_urls)]
-            tail = str(request.url)[len(base_urls[0]):]
+            tail = str(request.url)[len(base_urls[0]) :]
             request.url = httpx2.URL(url + tail)
             request.headers["host"] = request.url.netloc.decode("ascii")
             stats[url] += 1
@@ -105,10 +105,19 @@ class OpenAIGenerator:
     options_model: ClassVar[type[OpenAIOptions]] = OpenAIOptions
     shared_settings: ClassVar[tuple[str, ...]] = ("model",)
 
-    def __init__(self, base_urls: str | Sequence[str], model: str | None = None, *, api_key: str | None = None,
-                 chat: bool = False, concurrency: int = 16, max_retries: int = 5, timeout_s: float = 120.0,
-                 json_mode: Literal["structured_outputs", "response_format", "none"] = "structured_outputs",
-                 extra_body: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        base_urls: str | Sequence[str],
+        model: str | None = None,
+        *,
+        api_key: str | None = None,
+        chat: bool = False,
+        concurrency: int = 16,
+        max_retries: int = 5,
+        timeout_s: float = 120.0,
+        json_mode: Literal["structured_outputs", "response_format", "none"] = "structured_outputs",
+        extra_body: dict[str, Any] | None = None,
+    ):
         urls = [base_urls] if isinstance(base_urls, str) else list(base_urls)
         if not urls:
             raise LuneError("openai backend: give at least one base URL (generate.openai.base_urls / --base-url)")
@@ -121,7 +130,7 @@ class OpenAIGenerator:
         self.timeout_s = timeout_s
         self.json_mode = json_mode
         self.extra_body = dict(extra_body or {})
-        self.stats: Counter[str] = Counter()   # attempts per URL, retries, errors (for logs and tests)
+        self.stats: Counter[str] = Counter()  # attempts per URL, retries, errors (for logs and tests)
         self._counter = itertools.count()
         self._counter_lock = threading.Lock()
 
@@ -142,8 +151,7 @@ class OpenAIGenerator:
 
         problems = []
         for url in self.base_urls:
-            client = openai.OpenAI(base_url=url, api_key=self.api_key or NO_KEY, max_retries=0,
-                                   timeout=self.timeout_s)
+            client = openai.OpenAI(base_url=url, api_key=self.api_key or NO_KEY, max_retries=0, timeout=self.timeout_s)
             try:
                 self.model = client.models.list().data[0].id
                 return
@@ -155,8 +163,13 @@ class OpenAIGenerator:
 
     def _arguments(self, request: GenerationRequest) -> dict[str, Any]:
         """Keyword arguments of the SDK's ``completions.create`` / ``chat.completions.create``."""
-        arguments: dict[str, Any] = {"model": self.model, "n": request.n, "temperature": request.temperature,
-                                     "top_p": request.top_p, "max_tokens": request.max_tokens}
+        arguments: dict[str, Any] = {
+            "model": self.model,
+            "n": request.n,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            "max_tokens": request.max_tokens,
+        }
         if request.seed is not None:
             arguments["seed"] = request.seed
         if request.stop:
@@ -170,8 +183,10 @@ class OpenAIGenerator:
             extra_body["structured_outputs"] = {"json": request.json_schema}
         elif request.json_schema is not None and self.json_mode == "response_format":
             # a body field, not an argument: the SDK's completions.create has no response_format
-            extra_body["response_format"] = {"type": "json_schema",
-                                             "json_schema": {"name": "candidate", "schema": request.json_schema}}
+            extra_body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "candidate", "schema": request.json_schema},
+            }
         if extra_body:
             arguments["extra_body"] = extra_body
         return arguments
@@ -192,10 +207,15 @@ class OpenAIGenerator:
         with self._counter_lock:
             starts = [next(self._counter) % len(self.base_urls) for _ in requests]
         http_client = openai.DefaultAsyncHttpx2Client(
-            transport=spreading_transport(self.base_urls, self.concurrency, self.stats))
-        async with openai.AsyncOpenAI(base_url=self.base_urls[0], api_key=self.api_key or NO_KEY,
-                                      max_retries=self.max_retries, timeout=self.timeout_s,
-                                      http_client=http_client) as client:
+            transport=spreading_transport(self.base_urls, self.concurrency, self.stats)
+        )
+        async with openai.AsyncOpenAI(
+            base_url=self.base_urls[0],
+            api_key=self.api_key or NO_KEY,
+            max_retries=self.max_retries,
+            timeout=self.timeout_s,
+            http_client=http_client,
+        ) as client:
             return list(await asyncio.gather(*(self._one(client, start, r) for start, r in zip(starts, requests))))
 
     async def _one(self, client: Any, start: int, request: GenerationRequest) -> Generation:
@@ -210,8 +230,9 @@ class OpenAIGenerator:
         except openai.APIStatusError as err:
             if err.status_code in (408, 409, 429) or err.status_code >= 500:
                 raise self._gave_up(f"{err.request.url}: HTTP {err.status_code}: {_detail(err)}") from None
-            raise GenerationError(f"openai backend: {err.request.url}: HTTP {err.status_code}: "
-                                  f"{_detail(err)}") from None
+            raise GenerationError(
+                f"openai backend: {err.request.url}: HTTP {err.status_code}: {_detail(err)}"
+            ) from None
         except (openai.APITimeoutError, openai.APIConnectionError) as err:
             raise self._gave_up(f"{err.request.url}: {type(err).__name__} {err.__cause__ or err}") from None
         try:

@@ -25,10 +25,10 @@ class RulesGenerator:
     """Model-free generator (see the module docstring). ``bank``: a :class:`SpanBank` or its dict."""
 
     name = "rules"
-    raw_output = True          # texts are final candidates: no strategy parser
+    raw_output = True  # texts are final candidates: no strategy parser
     expands_attack_types = True
     thread_safe = True
-    options_model = None       # no section of its own; the bank comes from the store
+    options_model = None  # no section of its own; the bank comes from the store
     shared_settings: ClassVar[tuple[str, ...]] = ("seed",)
 
     def __init__(self, bank: SpanBank | Mapping[str, Any] | None = None, seed: int = 0):

@@ -58,9 +58,17 @@ class TransformersGenerator:
     options_model: ClassVar[type[TransformersOptions]] = TransformersOptions
     shared_settings: ClassVar[tuple[str, ...]] = ("model", "adapter", "use_chat_template")
 
-    def __init__(self, model: str, adapter: str | None = None, *, device: str | None = None,
-                 dtype: str | None = None, batch_size: int = 16, use_chat_template: bool | None = None,
-                 trust_remote_code: bool = False):
+    def __init__(
+        self,
+        model: str,
+        adapter: str | None = None,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int = 16,
+        use_chat_template: bool | None = None,
+        trust_remote_code: bool = False,
+    ):
         self.model_path = str(model)
         self.adapter = str(adapter) if adapter else None
         self.device = device
@@ -71,14 +79,18 @@ class TransformersGenerator:
         self.model: Any = None
         self.tokenizer: Any = None
         self._peft: Any = None
-        self._adapters: dict[str, str] = {}   # adapter path -> PEFT adapter name
+        self._adapters: dict[str, str] = {}  # adapter path -> PEFT adapter name
         self._lock = threading.Lock()
 
     @staticmethod
     def identity(options: Mapping[str, Any]) -> dict[str, Any]:
         """The options that enter batch ids (not the device or the batch size, as before)."""
-        return {"model": options["model"], "adapter": options["adapter"], "dtype": options["dtype"],
-                "chat": options["use_chat_template"]}
+        return {
+            "model": options["model"],
+            "adapter": options["adapter"],
+            "dtype": options["dtype"],
+            "chat": options["use_chat_template"],
+        }
 
     @property
     def model_name(self) -> str:
@@ -93,8 +105,10 @@ class TransformersGenerator:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if not Path(self.model_path).exists():
-            raise LuneError(f"transformers backend: model folder {self.model_path} not found "
-                            "(pass a local path: nothing is fetched from a hub)")
+            raise LuneError(
+                f"transformers backend: model folder {self.model_path} not found "
+                "(pass a local path: nothing is fetched from a hub)"
+            )
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype: Any = self.dtype or ("auto" if device != "cpu" else "float32")
         if dtype != "auto":
@@ -102,8 +116,9 @@ class TransformersGenerator:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.trust_remote_code)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype,
-                                                     trust_remote_code=self.trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            self.model_path, dtype=dtype, trust_remote_code=self.trust_remote_code
+        )
         self.model = model.to(device).eval()
         self.device = device
         if self.adapter:
@@ -144,8 +159,14 @@ class TransformersGenerator:
             return self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
         return request.prompt
 
-    def greedy(self, prompts: Sequence[str], *, max_tokens: int = 48, stop: Sequence[str] = (),
-               adapter: str | bool | None = None) -> list[str]:
+    def greedy(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_tokens: int = 48,
+        stop: Sequence[str] = (),
+        adapter: str | bool | None = None,
+    ) -> list[str]:
         """Greedy continuations of ``prompts`` (stripped, trimmed at ``stop``), batched.
 
         ``adapter``: None = the generator's own adapter (if any); False = the base model; a path =
@@ -155,12 +176,14 @@ class TransformersGenerator:
 
         self.load()
         with self._lock, self._using(adapter) as model:
-            texts = greedy_complete(model, self.tokenizer, list(prompts), max_new_tokens=max_tokens,
-                                    batch_size=self.batch_size)
+            texts = greedy_complete(
+                model, self.tokenizer, list(prompts), max_new_tokens=max_tokens, batch_size=self.batch_size
+            )
         return [trim_at_stop(t, stop).strip() for t in texts]
 
-    def greedy_answers(self, questions: Sequence[str], *, max_tokens: int = 48,
-                       adapter: str | bool | None = None) -> list[str]:
+    def greedy_answers(
+        self, questions: Sequence[str], *, max_tokens: int = 48, adapter: str | bool | None = None
+    ) -> list[str]:
         """Greedy answers to ``questions`` laid out by :func:`data.prompt_format.render_prompt` (the
         layout the model was taught with), as :func:`evaluation.greedy.greedy_answers`."""
         from lune.core.prompt_format import render_prompt
@@ -200,15 +223,22 @@ class TransformersGenerator:
             for start in range(0, len(indices), per_chunk):
                 chunk = indices[start : start + per_chunk]
                 seeds = [requests[i].seed for i in chunk]
-                samples = self._sample([prompts[i] for i in chunk], n=n, temperature=temperature,
-                                       top_p=top_p, max_tokens=max_tokens, seed=seeds)
+                samples = self._sample(
+                    [prompts[i] for i in chunk],
+                    n=n,
+                    temperature=temperature,
+                    top_p=top_p,
+                    max_tokens=max_tokens,
+                    seed=seeds,
+                )
                 for j, i in enumerate(chunk):
                     texts = [trim_at_stop(t, stop).strip() for t in samples[j * n : (j + 1) * n]]
                     results[i] = Generation(requests[i], texts)
         return [r for r in results if r is not None]
 
-    def _sample(self, prompts: list[str], *, n: int, temperature: float, top_p: float, max_tokens: int,
-                seed: list[int | None]) -> list[str]:
+    def _sample(
+        self, prompts: list[str], *, n: int, temperature: float, top_p: float, max_tokens: int, seed: list[int | None]
+    ) -> list[str]:
         """``n`` samples per prompt, grouped by prompt, under a seed derived from the requests' seeds."""
         import torch
 
@@ -222,9 +252,16 @@ class TransformersGenerator:
                 devices = [torch.cuda.current_device()] if str(self.device).startswith("cuda") else []
                 with torch.random.fork_rng(devices=devices), torch.no_grad():
                     torch.manual_seed(chunk_seed)
-                    out = model.generate(**batch, do_sample=True, temperature=temperature, top_p=top_p,
-                                         num_return_sequences=n, max_new_tokens=max_tokens,
-                                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                    out = model.generate(
+                        **batch,
+                        do_sample=True,
+                        temperature=temperature,
+                        top_p=top_p,
+                        num_return_sequences=n,
+                        max_new_tokens=max_tokens,
+                        pad_token_id=tok.pad_token_id,
+                        eos_token_id=tok.eos_token_id,
+                    )
             finally:
                 tok.padding_side = previous_side
         new_tokens = out[:, batch["input_ids"].shape[1] :]

@@ -45,14 +45,31 @@ class VLLMGenerator:
     @staticmethod
     def identity(options: Mapping[str, Any]) -> dict[str, Any]:
         """The options that enter batch ids (not GPUs, memory or engine arguments, as before)."""
-        return {"model": options["model"], "adapter": options["adapter"], "dtype": options["dtype"],
-                "chat": options["use_chat_template"]}
+        return {
+            "model": options["model"],
+            "adapter": options["adapter"],
+            "dtype": options["dtype"],
+            "chat": options["use_chat_template"],
+        }
 
-    def __init__(self, model: str, adapter: str | None = None, *, enable_lora: bool | None = None,
-                 max_lora_rank: int | None = None, max_loras: int = 2, tensor_parallel_size: int = 1,
-                 dtype: str | None = None, max_model_len: int | None = None, gpu_memory_utilization: float = 0.85,
-                 enable_prefix_caching: bool = True, seed: int = 0, use_chat_template: bool | None = None,
-                 structured_outputs_backend: str = "xgrammar", engine_kwargs: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        model: str,
+        adapter: str | None = None,
+        *,
+        enable_lora: bool | None = None,
+        max_lora_rank: int | None = None,
+        max_loras: int = 2,
+        tensor_parallel_size: int = 1,
+        dtype: str | None = None,
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.85,
+        enable_prefix_caching: bool = True,
+        seed: int = 0,
+        use_chat_template: bool | None = None,
+        structured_outputs_backend: str = "xgrammar",
+        engine_kwargs: dict[str, Any] | None = None,
+    ):
         self.model_path = str(model)
         self.adapter = str(adapter) if adapter else None
         self.enable_lora = bool(adapter) if enable_lora is None else enable_lora
@@ -78,11 +95,20 @@ class VLLMGenerator:
         if self.engine is not None:
             return
         self.engine = load_engine(
-            self.model_path, enable_lora=self.enable_lora, adapters=[self.adapter] if self.adapter else [],
-            max_lora_rank=self.max_lora_rank, max_loras=self.max_loras, tensor_parallel_size=self.tensor_parallel_size,
-            dtype=self.dtype, max_model_len=self.max_model_len, gpu_memory_utilization=self.gpu_memory_utilization,
-            enable_prefix_caching=self.enable_prefix_caching, seed=self.seed,
-            structured_outputs_backend=self.structured_outputs_backend, engine_kwargs=self.engine_kwargs)
+            self.model_path,
+            enable_lora=self.enable_lora,
+            adapters=[self.adapter] if self.adapter else [],
+            max_lora_rank=self.max_lora_rank,
+            max_loras=self.max_loras,
+            tensor_parallel_size=self.tensor_parallel_size,
+            dtype=self.dtype,
+            max_model_len=self.max_model_len,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            enable_prefix_caching=self.enable_prefix_caching,
+            seed=self.seed,
+            structured_outputs_backend=self.structured_outputs_backend,
+            engine_kwargs=self.engine_kwargs,
+        )
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -122,21 +148,33 @@ class VLLMGenerator:
         plain = [i for i in range(len(requests)) if i not in chat_set]
         with self._lock:
             if plain:
-                outputs = self.engine.llm.generate([requests[i].prompt for i in plain],
-                                            [self._sampling_params(requests[i]) for i in plain],
-                                            use_tqdm=False, lora_request=lora)
+                outputs = self.engine.llm.generate(
+                    [requests[i].prompt for i in plain],
+                    [self._sampling_params(requests[i]) for i in plain],
+                    use_tqdm=False,
+                    lora_request=lora,
+                )
                 for i, output in zip(plain, outputs):
                     texts[i] = [c.text for c in output.outputs]
             if chat:
-                outputs = self.engine.llm.chat([requests[i].messages for i in chat],
-                                        [self._sampling_params(requests[i]) for i in chat],
-                                        use_tqdm=False, lora_request=lora)
+                outputs = self.engine.llm.chat(
+                    [requests[i].messages for i in chat],
+                    [self._sampling_params(requests[i]) for i in chat],
+                    use_tqdm=False,
+                    lora_request=lora,
+                )
                 for i, output in zip(chat, outputs):
                     texts[i] = [c.text for c in output.outputs]
         return [Generation(r, t or []) for r, t in zip(requests, texts)]
 
-    def greedy(self, prompts: Sequence[str], *, max_tokens: int = 48, stop: Sequence[str] = (),
-               adapter: str | bool | None = None) -> list[str]:
+    def greedy(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_tokens: int = 48,
+        stop: Sequence[str] = (),
+        adapter: str | bool | None = None,
+    ) -> list[str]:
         """Greedy continuations of ``prompts``, stripped (as :func:`lune.core.greedy.greedy_complete`).
 
         ``adapter``: None = the generator's own adapter (if any); False = the base model; a path = that
@@ -146,8 +184,9 @@ class VLLMGenerator:
         with self._lock:
             return self.engine.greedy(prompts, max_tokens=max_tokens, stop=stop, adapter=self._adapter_path(adapter))
 
-    def greedy_answers(self, questions: Sequence[str], *, max_tokens: int = 48,
-                       adapter: str | bool | None = None) -> list[str]:
+    def greedy_answers(
+        self, questions: Sequence[str], *, max_tokens: int = 48, adapter: str | bool | None = None
+    ) -> list[str]:
         """Greedy answers to ``questions`` laid out by :func:`lune.core.prompt_format.render_prompt` (the
         layout the model was taught with), as :func:`lune.core.greedy.greedy_answers`."""
         from lune.core.prompt_format import render_prompt

@@ -27,74 +27,603 @@ from lune.data.ids import content_id
 
 SPAN_TYPES: tuple[str, ...] = ("person", "place", "date", "year", "number", "title", "name", "other")
 
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
-          "October", "November", "December")
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 _MONTHS_FOLDED = {m.casefold() for m in MONTHS} | {m[:3].casefold() for m in MONTHS}
 _NUMBER_WORDS = set(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-    "seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand "
-    "million billion trillion dozen first second third fourth fifth sixth seventh eighth ninth tenth".split()
+    [
+        "zero",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+        "fifteen",
+        "sixteen",
+        "seventeen",
+        "eighteen",
+        "nineteen",
+        "twenty",
+        "thirty",
+        "forty",
+        "fifty",
+        "sixty",
+        "seventy",
+        "eighty",
+        "ninety",
+        "hundred",
+        "thousand",
+        "million",
+        "billion",
+        "trillion",
+        "dozen",
+        "first",
+        "second",
+        "third",
+        "fourth",
+        "fifth",
+        "sixth",
+        "seventh",
+        "eighth",
+        "ninth",
+        "tenth",
+    ]
 )
 _NUMBER_UNITS = {"percent", "%", "years", "year", "times", "million", "billion", "thousand", "hundred"}
 # Lower-case words allowed inside a capitalised name or title ("Leonardo da Vinci", "Rita Hayworth
 # and Shawshank Redemption", "Prix de ...").
-_NAME_CONNECTORS = {"of", "the", "and", "de", "del", "della", "da", "di", "du", "des", "van", "von", "der", "den",
-                    "la", "le", "el", "al", "bin", "ibn", "y", "&", "in", "on", "a", "an", "for", "to", "at"}
-_PLACE_WORDS = {"city", "town", "village", "island", "islands", "county", "province", "state", "states",
-                "republic", "kingdom", "river", "lake", "mountains", "mountain", "valley", "bay", "coast",
-                "district", "region", "street", "avenue", "ave", "road", "square", "park", "heights", "beach",
-                "peninsula", "desert", "sea", "ocean", "harbor", "harbour", "port", "springs", "falls"}
-_TITLE_WORDS = {"book", "books", "novel", "novels", "film", "films", "movie", "movies", "title", "titled",
-                "work", "works", "song", "songs", "album", "albums", "series", "collection", "play", "poem",
-                "story", "stories", "memoir", "publication", "magazine", "show", "episode", "debut",
-                "award", "awards", "prize", "honor", "honour", "recognition"}
-_PERSON_CUES = ("who ", "whom ", "whose ", "full name", "name of the author", "author's name", "pseudonym",
-                "pen name", "nom de plume", "father", "mother", "husband", "wife", "spouse", "partner",
-                "friend", "co-wrote", "co-author", "mentor", "married", "son", "daughter", "brother", "sister")
-_PLACE_CUES = ("where", "which city", "what city", "which country", "what country", "city and country",
-               "birthplace", "born in which", "located", "hometown", "which state", "what state", "place")
+_NAME_CONNECTORS = {
+    "of",
+    "the",
+    "and",
+    "de",
+    "del",
+    "della",
+    "da",
+    "di",
+    "du",
+    "des",
+    "van",
+    "von",
+    "der",
+    "den",
+    "la",
+    "le",
+    "el",
+    "al",
+    "bin",
+    "ibn",
+    "y",
+    "&",
+    "in",
+    "on",
+    "a",
+    "an",
+    "for",
+    "to",
+    "at",
+}
+_PLACE_WORDS = {
+    "city",
+    "town",
+    "village",
+    "island",
+    "islands",
+    "county",
+    "province",
+    "state",
+    "states",
+    "republic",
+    "kingdom",
+    "river",
+    "lake",
+    "mountains",
+    "mountain",
+    "valley",
+    "bay",
+    "coast",
+    "district",
+    "region",
+    "street",
+    "avenue",
+    "ave",
+    "road",
+    "square",
+    "park",
+    "heights",
+    "beach",
+    "peninsula",
+    "desert",
+    "sea",
+    "ocean",
+    "harbor",
+    "harbour",
+    "port",
+    "springs",
+    "falls",
+}
+_TITLE_WORDS = {
+    "book",
+    "books",
+    "novel",
+    "novels",
+    "film",
+    "films",
+    "movie",
+    "movies",
+    "title",
+    "titled",
+    "work",
+    "works",
+    "song",
+    "songs",
+    "album",
+    "albums",
+    "series",
+    "collection",
+    "play",
+    "poem",
+    "story",
+    "stories",
+    "memoir",
+    "publication",
+    "magazine",
+    "show",
+    "episode",
+    "debut",
+    "award",
+    "awards",
+    "prize",
+    "honor",
+    "honour",
+    "recognition",
+}
+_PERSON_CUES = (
+    "who ",
+    "whom ",
+    "whose ",
+    "full name",
+    "name of the author",
+    "author's name",
+    "pseudonym",
+    "pen name",
+    "nom de plume",
+    "father",
+    "mother",
+    "husband",
+    "wife",
+    "spouse",
+    "partner",
+    "friend",
+    "co-wrote",
+    "co-author",
+    "mentor",
+    "married",
+    "son",
+    "daughter",
+    "brother",
+    "sister",
+)
+_PLACE_CUES = (
+    "where",
+    "which city",
+    "what city",
+    "which country",
+    "what country",
+    "city and country",
+    "birthplace",
+    "born in which",
+    "located",
+    "hometown",
+    "which state",
+    "what state",
+    "place",
+)
 _DATE_CUES = ("when ", "what date", "which date", "date of birth", "birthday")
 _YEAR_CUES = ("what year", "which year", "in what year")
 _NUMBER_CUES = ("how many", "how much", "how old", "what age", "number of")
 
 # A small gazetteer: countries, large cities and US states (enough to tell "Kuwait" from "Carrie").
 _GAZETTEER = {
-    p.casefold() for p in (
-        "Afghanistan Albania Algeria Andorra Angola Argentina Armenia Australia Austria Azerbaijan Bahamas "
-        "Bahrain Bangladesh Barbados Belarus Belgium Belize Benin Bhutan Bolivia Bosnia Botswana Brazil Brunei "
-        "Bulgaria Burundi Cambodia Cameroon Canada Chad Chile China Colombia Comoros Congo Croatia Cuba Cyprus "
-        "Czechia Denmark Djibouti Dominica Ecuador Egypt Eritrea Estonia Eswatini Ethiopia Fiji Finland France "
-        "Gabon Gambia Georgia Germany Ghana Greece Grenada Guatemala Guinea Guyana Haiti Honduras Hungary "
-        "Iceland India Indonesia Iran Iraq Ireland Israel Italy Jamaica Japan Jordan Kazakhstan Kenya Kiribati "
-        "Kosovo Kuwait Kyrgyzstan Laos Latvia Lebanon Lesotho Liberia Libya Liechtenstein Lithuania Luxembourg "
-        "Madagascar Malawi Malaysia Maldives Mali Malta Mauritania Mauritius Mexico Micronesia Moldova Monaco "
-        "Mongolia Montenegro Morocco Mozambique Myanmar Namibia Nauru Nepal Netherlands Nicaragua Niger "
-        "Nigeria Norway Oman Pakistan Palau Palestine Panama Paraguay Peru Philippines Poland Portugal Qatar "
-        "Romania Russia Rwanda Samoa Senegal Serbia Seychelles Singapore Slovakia Slovenia Somalia Spain "
-        "Sudan Suriname Sweden Switzerland Syria Taiwan Tajikistan Tanzania Thailand Togo Tonga Tunisia Turkey "
-        "Turkmenistan Tuvalu Uganda Ukraine Uruguay Uzbekistan Vanuatu Venezuela Vietnam Yemen Zambia Zimbabwe "
-        "England Scotland Wales Britain Europe Asia Africa America Antarctica Oceania Korea "
-        "London Paris Berlin Madrid Rome Lisbon Vienna Prague Warsaw Budapest Athens Istanbul Moscow Kyiv Kiev "
-        "Dublin Edinburgh Amsterdam Brussels Copenhagen Stockholm Oslo Helsinki Zurich Geneva Munich Hamburg "
-        "Milan Naples Venice Florence Barcelona Seville Marseille Lyon Tokyo Kyoto Osaka Seoul Beijing Shanghai "
-        "Hong Kong Singapore Bangkok Hanoi Manila Jakarta Delhi Mumbai Kolkata Chennai Bangalore Karachi Lahore "
-        "Dhaka Tehran Baghdad Riyadh Dubai Doha Cairo Alexandria Lagos Nairobi Johannesburg Cape Town Casablanca "
-        "Algiers Tunis Accra Addis Ababa Havana Mexico City Bogota Lima Santiago Buenos Aires Caracas Montevideo "
-        "Sydney Melbourne Brisbane Perth Auckland Wellington Toronto Montreal Vancouver Ottawa Chicago Boston "
-        "Seattle Houston Dallas Miami Atlanta Denver Phoenix Detroit Philadelphia Baltimore Portland Nashville "
-        "Hollywood Manhattan Brooklyn Los Angeles San Francisco New York Washington Tel Aviv Jerusalem Beirut "
-        "Damascus Amman Ankara Baku Tbilisi Yerevan Tashkent Kabul Kathmandu Colombo Taipei Harare Kampala "
-        "Alabama Alaska Arizona Arkansas California Colorado Connecticut Delaware Florida Hawaii Idaho Illinois "
-        "Indiana Iowa Kansas Kentucky Louisiana Maine Maryland Massachusetts Michigan Minnesota Mississippi "
-        "Missouri Montana Nebraska Nevada Ohio Oklahoma Oregon Pennsylvania Tennessee Texas Utah Vermont "
-        "Virginia Wisconsin Wyoming"
-    ).split()
+    p.casefold()
+    for p in [
+        "Afghanistan",
+        "Albania",
+        "Algeria",
+        "Andorra",
+        "Angola",
+        "Argentina",
+        "Armenia",
+        "Australia",
+        "Austria",
+        "Azerbaijan",
+        "Bahamas",
+        "Bahrain",
+        "Bangladesh",
+        "Barbados",
+        "Belarus",
+        "Belgium",
+        "Belize",
+        "Benin",
+        "Bhutan",
+        "Bolivia",
+        "Bosnia",
+        "Botswana",
+        "Brazil",
+        "Brunei",
+        "Bulgaria",
+        "Burundi",
+        "Cambodia",
+        "Cameroon",
+        "Canada",
+        "Chad",
+        "Chile",
+        "China",
+        "Colombia",
+        "Comoros",
+        "Congo",
+        "Croatia",
+        "Cuba",
+        "Cyprus",
+        "Czechia",
+        "Denmark",
+        "Djibouti",
+        "Dominica",
+        "Ecuador",
+        "Egypt",
+        "Eritrea",
+        "Estonia",
+        "Eswatini",
+        "Ethiopia",
+        "Fiji",
+        "Finland",
+        "France",
+        "Gabon",
+        "Gambia",
+        "Georgia",
+        "Germany",
+        "Ghana",
+        "Greece",
+        "Grenada",
+        "Guatemala",
+        "Guinea",
+        "Guyana",
+        "Haiti",
+        "Honduras",
+        "Hungary",
+        "Iceland",
+        "India",
+        "Indonesia",
+        "Iran",
+        "Iraq",
+        "Ireland",
+        "Israel",
+        "Italy",
+        "Jamaica",
+        "Japan",
+        "Jordan",
+        "Kazakhstan",
+        "Kenya",
+        "Kiribati",
+        "Kosovo",
+        "Kuwait",
+        "Kyrgyzstan",
+        "Laos",
+        "Latvia",
+        "Lebanon",
+        "Lesotho",
+        "Liberia",
+        "Libya",
+        "Liechtenstein",
+        "Lithuania",
+        "Luxembourg",
+        "Madagascar",
+        "Malawi",
+        "Malaysia",
+        "Maldives",
+        "Mali",
+        "Malta",
+        "Mauritania",
+        "Mauritius",
+        "Mexico",
+        "Micronesia",
+        "Moldova",
+        "Monaco",
+        "Mongolia",
+        "Montenegro",
+        "Morocco",
+        "Mozambique",
+        "Myanmar",
+        "Namibia",
+        "Nauru",
+        "Nepal",
+        "Netherlands",
+        "Nicaragua",
+        "Niger",
+        "Nigeria",
+        "Norway",
+        "Oman",
+        "Pakistan",
+        "Palau",
+        "Palestine",
+        "Panama",
+        "Paraguay",
+        "Peru",
+        "Philippines",
+        "Poland",
+        "Portugal",
+        "Qatar",
+        "Romania",
+        "Russia",
+        "Rwanda",
+        "Samoa",
+        "Senegal",
+        "Serbia",
+        "Seychelles",
+        "Singapore",
+        "Slovakia",
+        "Slovenia",
+        "Somalia",
+        "Spain",
+        "Sudan",
+        "Suriname",
+        "Sweden",
+        "Switzerland",
+        "Syria",
+        "Taiwan",
+        "Tajikistan",
+        "Tanzania",
+        "Thailand",
+        "Togo",
+        "Tonga",
+        "Tunisia",
+        "Turkey",
+        "Turkmenistan",
+        "Tuvalu",
+        "Uganda",
+        "Ukraine",
+        "Uruguay",
+        "Uzbekistan",
+        "Vanuatu",
+        "Venezuela",
+        "Vietnam",
+        "Yemen",
+        "Zambia",
+        "Zimbabwe",
+        "England",
+        "Scotland",
+        "Wales",
+        "Britain",
+        "Europe",
+        "Asia",
+        "Africa",
+        "America",
+        "Antarctica",
+        "Oceania",
+        "Korea",
+        "London",
+        "Paris",
+        "Berlin",
+        "Madrid",
+        "Rome",
+        "Lisbon",
+        "Vienna",
+        "Prague",
+        "Warsaw",
+        "Budapest",
+        "Athens",
+        "Istanbul",
+        "Moscow",
+        "Kyiv",
+        "Kiev",
+        "Dublin",
+        "Edinburgh",
+        "Amsterdam",
+        "Brussels",
+        "Copenhagen",
+        "Stockholm",
+        "Oslo",
+        "Helsinki",
+        "Zurich",
+        "Geneva",
+        "Munich",
+        "Hamburg",
+        "Milan",
+        "Naples",
+        "Venice",
+        "Florence",
+        "Barcelona",
+        "Seville",
+        "Marseille",
+        "Lyon",
+        "Tokyo",
+        "Kyoto",
+        "Osaka",
+        "Seoul",
+        "Beijing",
+        "Shanghai",
+        "Hong",
+        "Kong",
+        "Singapore",
+        "Bangkok",
+        "Hanoi",
+        "Manila",
+        "Jakarta",
+        "Delhi",
+        "Mumbai",
+        "Kolkata",
+        "Chennai",
+        "Bangalore",
+        "Karachi",
+        "Lahore",
+        "Dhaka",
+        "Tehran",
+        "Baghdad",
+        "Riyadh",
+        "Dubai",
+        "Doha",
+        "Cairo",
+        "Alexandria",
+        "Lagos",
+        "Nairobi",
+        "Johannesburg",
+        "Cape",
+        "Town",
+        "Casablanca",
+        "Algiers",
+        "Tunis",
+        "Accra",
+        "Addis",
+        "Ababa",
+        "Havana",
+        "Mexico",
+        "City",
+        "Bogota",
+        "Lima",
+        "Santiago",
+        "Buenos",
+        "Aires",
+        "Caracas",
+        "Montevideo",
+        "Sydney",
+        "Melbourne",
+        "Brisbane",
+        "Perth",
+        "Auckland",
+        "Wellington",
+        "Toronto",
+        "Montreal",
+        "Vancouver",
+        "Ottawa",
+        "Chicago",
+        "Boston",
+        "Seattle",
+        "Houston",
+        "Dallas",
+        "Miami",
+        "Atlanta",
+        "Denver",
+        "Phoenix",
+        "Detroit",
+        "Philadelphia",
+        "Baltimore",
+        "Portland",
+        "Nashville",
+        "Hollywood",
+        "Manhattan",
+        "Brooklyn",
+        "Los",
+        "Angeles",
+        "San",
+        "Francisco",
+        "New",
+        "York",
+        "Washington",
+        "Tel",
+        "Aviv",
+        "Jerusalem",
+        "Beirut",
+        "Damascus",
+        "Amman",
+        "Ankara",
+        "Baku",
+        "Tbilisi",
+        "Yerevan",
+        "Tashkent",
+        "Kabul",
+        "Kathmandu",
+        "Colombo",
+        "Taipei",
+        "Harare",
+        "Kampala",
+        "Alabama",
+        "Alaska",
+        "Arizona",
+        "Arkansas",
+        "California",
+        "Colorado",
+        "Connecticut",
+        "Delaware",
+        "Florida",
+        "Hawaii",
+        "Idaho",
+        "Illinois",
+        "Indiana",
+        "Iowa",
+        "Kansas",
+        "Kentucky",
+        "Louisiana",
+        "Maine",
+        "Maryland",
+        "Massachusetts",
+        "Michigan",
+        "Minnesota",
+        "Mississippi",
+        "Missouri",
+        "Montana",
+        "Nebraska",
+        "Nevada",
+        "Ohio",
+        "Oklahoma",
+        "Oregon",
+        "Pennsylvania",
+        "Tennessee",
+        "Texas",
+        "Utah",
+        "Vermont",
+        "Virginia",
+        "Wisconsin",
+        "Wyoming",
+    ]
 }
-_GAZETTEER_PHRASES = {p.casefold() for p in ("Hong Kong", "Cape Town", "Addis Ababa", "Mexico City", "Buenos Aires",
-                                              "Los Angeles", "San Francisco", "New York", "Tel Aviv", "New Zealand",
-                                              "South Africa", "United States", "United Kingdom", "Sri Lanka",
-                                              "Saudi Arabia", "South Korea", "North Korea", "Costa Rica",
-                                              "El Salvador", "Puerto Rico", "New Jersey", "New Mexico")}
+_GAZETTEER_PHRASES = {
+    p.casefold()
+    for p in (
+        "Hong Kong",
+        "Cape Town",
+        "Addis Ababa",
+        "Mexico City",
+        "Buenos Aires",
+        "Los Angeles",
+        "San Francisco",
+        "New York",
+        "Tel Aviv",
+        "New Zealand",
+        "South Africa",
+        "United States",
+        "United Kingdom",
+        "Sri Lanka",
+        "Saudi Arabia",
+        "South Korea",
+        "North Korea",
+        "Costa Rica",
+        "El Salvador",
+        "Puerto Rico",
+        "New Jersey",
+        "New Mexico",
+    )
+}
 
 _YEAR = re.compile(r"^(?:1[0-9]{3}|20[0-9]{2})s?$")
 _NUMERIC_DATE = re.compile(r"^\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}$")
@@ -126,17 +655,50 @@ def _looks_like_place(span: str, words: list[str]) -> bool:
 
 
 _DEMONYM_ENDINGS = ("ern", "ean", "ian", "can", "ese", "ish", "ani", "iti", "ic", "ch", "ot", "ss")
-_DEMONYMS = {"french", "dutch", "greek", "thai", "swiss", "irish", "welsh", "scottish", "british", "english",
-             "spanish", "polish", "danish", "swedish", "finnish", "turkish", "lgbtq", "lgbtq+", "arab", "jewish",
-             "latino", "latina", "creole", "middle", "latin", "north", "south", "east", "west", "central",
-             "western", "eastern", "northern", "southern"}
+_DEMONYMS = {
+    "french",
+    "dutch",
+    "greek",
+    "thai",
+    "swiss",
+    "irish",
+    "welsh",
+    "scottish",
+    "british",
+    "english",
+    "spanish",
+    "polish",
+    "danish",
+    "swedish",
+    "finnish",
+    "turkish",
+    "lgbtq",
+    "lgbtq+",
+    "arab",
+    "jewish",
+    "latino",
+    "latina",
+    "creole",
+    "middle",
+    "latin",
+    "north",
+    "south",
+    "east",
+    "west",
+    "central",
+    "western",
+    "eastern",
+    "northern",
+    "southern",
+}
 
 
 def _is_demonym(words: list[str]) -> bool:
-    """"French", "Middle Eastern", "Kazakhstani and African American": nationality-like adjectives."""
+    """ "French", "Middle Eastern", "Kazakhstani and African American": nationality-like adjectives."""
     content = [w.casefold() for w in words if w.casefold() not in _NAME_CONNECTORS]
     return bool(content) and all(
-        w in _DEMONYMS or (len(w) > 4 and w.endswith(_DEMONYM_ENDINGS) and w not in _GAZETTEER) for w in content)
+        w in _DEMONYMS or (len(w) > 4 and w.endswith(_DEMONYM_ENDINGS) and w not in _GAZETTEER) for w in content
+    )
 
 
 def _looks_like_person(words: list[str]) -> bool:
@@ -165,9 +727,13 @@ def span_type(span: str, question: str | None = None, answer: str | None = None)
         any(w in _MONTHS_FOLDED for w in folded_words) and (any(c.isdigit() for c in text) or len(words) <= 2)
     ):
         return "date"
-    if _NUMBER.match(text) or (folded_words and all(
-        _NUMBER.match(w) or w in _NUMBER_WORDS or w in _NUMBER_UNITS or w in {"and", "-", "a"} for w in folded_words
-    ) and any(_NUMBER.match(w) or w in _NUMBER_WORDS for w in folded_words)):
+    if _NUMBER.match(text) or (
+        folded_words
+        and all(
+            _NUMBER.match(w) or w in _NUMBER_WORDS or w in _NUMBER_UNITS or w in {"and", "-", "a"} for w in folded_words
+        )
+        and any(_NUMBER.match(w) or w in _NUMBER_WORDS for w in folded_words)
+    ):
         return "number"
     if answer and any(f"{q1}{text}{q2}" in answer for q1, q2 in (('"', '"'), ("“", "”"), ("'", "'"), ("‘", "’"))):
         return "title"
@@ -235,7 +801,7 @@ def synthetic_span(span: str, kind: str, rng: random.Random) -> str | None:
         rendered = f"{new:,.0f}" if "," in match.group(0) else (f"{new:.1f}" if "." in match.group(0) else f"{new:.0f}")
         if rendered == match.group(0):
             rendered = str(int(new) + rng.randint(1, 9))
-        return text[: match.start()] + rendered + text[match.end():]
+        return text[: match.start()] + rendered + text[match.end() :]
     if kind == "date":
         for month in MONTHS:
             if re.search(rf"\b{month}\b", text):
@@ -245,7 +811,7 @@ def synthetic_span(span: str, kind: str, rng: random.Random) -> str | None:
         if match:
             value = int(match.group(0))
             new = value + rng.choice([d for d in range(-5, 6) if d]) if value > 12 else (value % 12) + 1
-            return text[: match.start()] + str(new).zfill(len(match.group(0))) + text[match.end():]
+            return text[: match.start()] + str(new).zfill(len(match.group(0))) + text[match.end() :]
     return None
 
 
@@ -287,8 +853,9 @@ class SpanBank:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SpanBank:
-        return cls(spans={k: list(v) for k, v in data.get("spans", {}).items()},
-                   qa=[tuple(row) for row in data.get("qa", [])])
+        return cls(
+            spans={k: list(v) for k, v in data.get("spans", {}).items()}, qa=[tuple(row) for row in data.get("qa", [])]
+        )
 
     def bank_id(self) -> str:
         return content_id("span-bank", self.to_dict())
@@ -374,8 +941,9 @@ def _same_span(a: str, b: str) -> bool:
     return fast_contains(a, b) or fast_contains(b, a)
 
 
-def pick_replacements(key_span: str, kind: str, bank: SpanBank, rng: random.Random, n: int, *,
-                      exclude_text: str = "") -> list[str]:
+def pick_replacements(
+    key_span: str, kind: str, bank: SpanBank, rng: random.Random, n: int, *, exclude_text: str = ""
+) -> list[str]:
     """Up to ``n`` distinct same-type replacements for ``key_span``: from the bank, then synthetic
     (years, numbers, dates). Never one that shares the key span's tokens, nor one already in
     ``exclude_text`` (the answer), which would leave the sentence unchanged in meaning."""
@@ -402,8 +970,9 @@ def pick_replacements(key_span: str, kind: str, bank: SpanBank, rng: random.Rand
     return chosen
 
 
-def counterfactuals(answer: str, key_span: str, kind: str, bank: SpanBank, rng: random.Random,
-                    n: int) -> tuple[list[str], list[str]]:
+def counterfactuals(
+    answer: str, key_span: str, kind: str, bank: SpanBank, rng: random.Random, n: int
+) -> tuple[list[str], list[str]]:
     """Up to ``n`` answers with the key span swapped for a same-type span, each checked to no
     longer contain the key span; returns (texts, reasons for what could not be made)."""
     if not key_span.strip():

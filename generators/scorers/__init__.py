@@ -19,5 +19,18 @@ from lune.generators.scorers.registry import scorer_class, scorer_names, scorer_
 from lune.generators.scorers.runner import ScorerProgress, run, run_scorer, run_scorers
 from lune.generators.scorers.stage import score_stage
 
-__all__ = ["Rejection", "Score", "Scorer", "ScorerProgress", "ScoringContext", "contradiction_status", "run",
-           "run_scorer", "run_scorers", "score_stage", "scorer_class", "scorer_names", "scorer_version"]
+__all__ = [
+    "Rejection",
+    "Score",
+    "Scorer",
+    "ScorerProgress",
+    "ScoringContext",
+    "contradiction_status",
+    "run",
+    "run_scorer",
+    "run_scorers",
+    "score_stage",
+    "scorer_class",
+    "scorer_names",
+    "scorer_version",
+]

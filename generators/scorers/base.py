@@ -94,4 +94,3 @@ class Scorer(ABC):
         ``data.scoring_queries.pending_candidates``). A row left out stays pending (its inputs are
         not scored yet); a scorer may also return scores of other candidates it had to decide with
         these (``duplicate`` decides whole groups)."""
-

@@ -41,8 +41,10 @@ def contradiction_status(config: ScoreConfig) -> str:
         return f"on: NLI cross-encoder {config.nli_model}"
     if config.judge is not None:
         return f"on: LLM judge ({config.judge.backend}, {config.judge.model or 'default model'})"
-    return ("off: no NLI model (score.nli_model) or LLM judge (score.judge) is configured; "
-            "contradiction is not scored and the curation gate on it is skipped")
+    return (
+        "off: no NLI model (score.nli_model) or LLM judge (score.judge) is configured; "
+        "contradiction is not scored and the curation gate on it is skipped"
+    )
 
 
 def contradiction_label_index(id2label: dict[Any, str]) -> int:
@@ -50,8 +52,10 @@ def contradiction_label_index(id2label: dict[Any, str]) -> int:
     for index, label in id2label.items():
         if str(label).strip().lower().startswith("contradict"):
             return int(index)
-    raise LuneError(f"score.nli_model: the model's config.id2label {dict(id2label)} has no contradiction label; "
-                    "give an NLI cross-encoder (labels such as contradiction / entailment / neutral)")
+    raise LuneError(
+        f"score.nli_model: the model's config.id2label {dict(id2label)} has no contradiction label; "
+        "give an NLI cross-encoder (labels such as contradiction / entailment / neutral)"
+    )
 
 
 class NliJudge:
@@ -66,11 +70,20 @@ class NliJudge:
         self.batch_size = batch_size
 
     def probabilities(self, premises: list[str], hypotheses: list[str]) -> np.ndarray:
-        logits = np.asarray(self.model.predict(list(zip(premises, hypotheses)), batch_size=self.batch_size,
-                                               show_progress_bar=False, convert_to_numpy=True), dtype=np.float64)
+        logits = np.asarray(
+            self.model.predict(
+                list(zip(premises, hypotheses)),
+                batch_size=self.batch_size,
+                show_progress_bar=False,
+                convert_to_numpy=True,
+            ),
+            dtype=np.float64,
+        )
         if logits.ndim == 1 or logits.shape[1] < 2:
-            raise LuneError("score.nli_model: the cross-encoder gives one score per pair; an NLI model with "
-                            "contradiction / entailment / neutral classes is needed")
+            raise LuneError(
+                "score.nli_model: the cross-encoder gives one score per pair; an NLI model with "
+                "contradiction / entailment / neutral classes is needed"
+            )
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)
@@ -85,8 +98,14 @@ def judge_request(question: str, answer: str, candidate: str, max_tokens: int) -
         f"Question: {question}\nTrue answer: {answer}\nCandidate: {candidate}\n"
         'Reply with JSON only: {"verdict": "contradicts" | "restates" | "unrelated"}\n'
     )
-    return GenerationRequest(prompt=prompt, messages=[{"role": "user", "content": prompt}], n=1, temperature=0.0,
-                             max_tokens=max_tokens, json_schema=JUDGE_SCHEMA)
+    return GenerationRequest(
+        prompt=prompt,
+        messages=[{"role": "user", "content": prompt}],
+        n=1,
+        temperature=0.0,
+        max_tokens=max_tokens,
+        json_schema=JUDGE_SCHEMA,
+    )
 
 
 _JSON_OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
@@ -157,15 +176,30 @@ class Contradiction(Scorer):
         requests = [judge_request(r["question"], r["answer"], r["text"], self.config.judge.max_tokens) for r in rows]
         generations = self.judge.generate(requests)
         if len(generations) != len(requests):
-            raise LuneError(f"score.judge: backend {self.config.judge.backend} answered {len(generations)} of "
-                            f"{len(requests)} requests")
+            raise LuneError(
+                f"score.judge: backend {self.config.judge.backend} answered {len(generations)} of "
+                f"{len(requests)} requests"
+            )
         scores = []
         for r, generation in zip(rows, generations, strict=True):
             output = generation.texts[0] if generation.texts else ""
             verdict = parse_verdict(output)
-            rejection = None if verdict is not None else Rejection(
-                source=f"contradiction judge {self.judge.model_name}", field="verdict",
-                reason="judge output is not a JSON verdict", payload=output)
-            scores.append(Score(r["candidate_id"], None if verdict is None else float(verdict == "contradicts"),
-                                {"judge": self.judge.model_name, "verdict": verdict}, rejection))
+            rejection = (
+                None
+                if verdict is not None
+                else Rejection(
+                    source=f"contradiction judge {self.judge.model_name}",
+                    field="verdict",
+                    reason="judge output is not a JSON verdict",
+                    payload=output,
+                )
+            )
+            scores.append(
+                Score(
+                    r["candidate_id"],
+                    None if verdict is None else float(verdict == "contradicts"),
+                    {"judge": self.judge.model_name, "verdict": verdict},
+                    rejection,
+                )
+            )
         return scores

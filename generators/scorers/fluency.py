@@ -89,9 +89,14 @@ class ReferenceLM:
         for start in range(0, len(texts), self.batch_size):
             batch = texts[start : start + self.batch_size]
             # Prepend BOS (when the tokenizer does not) so that the first word is scored too.
-            enc = self.tokenizer([t if t.startswith(bos) else bos + t for t in batch], return_tensors="pt",
-                                 padding=True, truncation=True, max_length=self.max_length,
-                                 add_special_tokens=False)
+            enc = self.tokenizer(
+                [t if t.startswith(bos) else bos + t for t in batch],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                add_special_tokens=False,
+            )
             with torch.no_grad():
                 logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
             logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
@@ -128,6 +133,11 @@ class Fluency(Scorer):
             if mean is None:
                 scores.append(Score(row["candidate_id"], 0.0, {"mean_logprob": None, "note": "no token to score"}))
             else:
-                scores.append(Score(row["candidate_id"], logprob_score(mean, self.config.fluency_logprob_floor),
-                                    {"mean_logprob": round(mean, 4)}))
+                scores.append(
+                    Score(
+                        row["candidate_id"],
+                        logprob_score(mean, self.config.fluency_logprob_floor),
+                        {"mean_logprob": round(mean, 4)},
+                    )
+                )
         return scores

@@ -35,15 +35,31 @@ def load_labelled(path: str | Path, limit: int | None = None) -> tuple[list[dict
     for number, line in enumerate(lines[:limit] if limit else lines, start=1):
         row = json.loads(line)
         key_span, source = key_span_for(row["question"], row["answer"])
-        fact = Fact(corpus="tofu-check", source_file=path.name, source_line=number, question=row["question"],
-                    answer=row["answer"], key_span=key_span, key_span_source=source, split="forget")
+        fact = Fact(
+            corpus="tofu-check",
+            source_file=path.name,
+            source_line=number,
+            question=row["question"],
+            answer=row["answer"],
+            key_span=key_span,
+            key_span_source=source,
+            split="forget",
+        )
         facts.append(fact.to_row())
         texts = [(t, 1, "perturbed_answer") for t in row["perturbed_answer"]]
         texts.append((row["paraphrased_answer"], 0, "paraphrased_answer"))
         for text, label, strategy in texts:
             cid = content_id(fact.fact_id, "negative", text, "dataset", None, strategy, None)
-            candidates.append({"candidate_id": cid, "fact_id": fact.fact_id, "kind": "negative", "text": text,
-                               "generator": "dataset", "strategy": f"dataset:{strategy}"})
+            candidates.append(
+                {
+                    "candidate_id": cid,
+                    "fact_id": fact.fact_id,
+                    "kind": "negative",
+                    "text": text,
+                    "generator": "dataset",
+                    "strategy": f"dataset:{strategy}",
+                }
+            )
             labels[cid] = label
     return facts, candidates, labels
 
@@ -53,12 +69,25 @@ def precision_recall(verdicts: dict[str, bool], labels: dict[str, int]) -> dict[
     fp = sum(1 for cid, keep in verdicts.items() if keep and labels[cid] == 0)
     fn = sum(1 for cid, keep in verdicts.items() if not keep and labels[cid] == 1)
     kept = tp + fp
-    return {"precision": tp / kept if kept else 0.0, "recall": tp / (tp + fn) if tp + fn else 0.0,
-            "tp": tp, "fp": fp, "fn": fn, "tn": len(verdicts) - tp - fp - fn, "n": len(verdicts)}
+    return {
+        "precision": tp / kept if kept else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": len(verdicts) - tp - fp - fn,
+        "n": len(verdicts),
+    }
 
 
-def run_check(store: Store, path: str | Path, *, score_config: ScoreConfig | None = None,
-              curate_config: CurateConfig | None = None, limit: int | None = None) -> dict[str, Any]:
+def run_check(
+    store: Store,
+    path: str | Path,
+    *,
+    score_config: ScoreConfig | None = None,
+    curate_config: CurateConfig | None = None,
+    limit: int | None = None,
+) -> dict[str, Any]:
     """Load, score and judge the file; precision / recall of the keep verdict and the drop reasons."""
     score_config = score_config or ScoreConfig()
     curate_config = curate_config or CurateConfig()

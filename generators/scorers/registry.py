@@ -1,7 +1,7 @@
 """The scorers by name, found in this package's modules: adding a scorer is adding one file.
 
-    >>> scorer_names()
-    ('answer_leak', 'contradiction', 'duplicate', 'fluency', 'quality', 'similarity')
+>>> scorer_names()
+('answer_leak', 'contradiction', 'duplicate', 'fluency', 'quality', 'similarity')
 """
 
 from __future__ import annotations
@@ -26,11 +26,16 @@ def _scorers() -> dict[str, type[Scorer]]:
     for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         module = importlib.import_module(f"{__package__}.{info.name}")
         for obj in vars(module).values():
-            if (isinstance(obj, type) and issubclass(obj, Scorer) and obj.__module__ == module.__name__
-                    and not inspect.isabstract(obj)):
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, Scorer)
+                and obj.__module__ == module.__name__
+                and not inspect.isabstract(obj)
+            ):
                 if obj.name in found:
-                    raise LuneError(f"two scorers are named {obj.name!r}: {found[obj.name].__module__} and "
-                                    f"{obj.__module__}")
+                    raise LuneError(
+                        f"two scorers are named {obj.name!r}: {found[obj.name].__module__} and {obj.__module__}"
+                    )
                 found[obj.name] = obj
     return dict(sorted(found.items()))
 

@@ -27,9 +27,9 @@ class ScorerProgress:
     """Where one scorer stands: after each written batch, and once more (``done``) at its end."""
 
     scorer: str
-    judged: int      # pending candidates handed to the scorer so far
-    pending: int     # candidates pending when it started
-    written: int     # new ``scores`` rows so far
+    judged: int  # pending candidates handed to the scorer so far
+    pending: int  # candidates pending when it started
+    written: int  # new ``scores`` rows so far
     seconds: float
     done: bool
 
@@ -47,21 +47,42 @@ def run(scorer: Scorer, *, run_id: str | None = None, progress: Progress | None 
         pending = count_pending(store, scorer.name, version, kinds=scorer.kinds)
         judged = written = 0
         loaded = False
-        for chunk in pending_candidates(store, scorer.name, version, kinds=scorer.kinds,
-                                        chunk_size=scorer.chunk_size()):
+        for chunk in pending_candidates(
+            store, scorer.name, version, kinds=scorer.kinds, chunk_size=scorer.chunk_size()
+        ):
             if not loaded:
                 scorer.load()
                 loaded = True
             scores = scorer.score(chunk)
-            rejected = [{"run_id": run_id, "stage": "score", "location": s.candidate_id, "source": s.rejection.source,
-                         "field": s.rejection.field, "reason": s.rejection.reason, "payload": s.rejection.payload}
-                        for s in scores if s.rejection is not None]
+            rejected = [
+                {
+                    "run_id": run_id,
+                    "stage": "score",
+                    "location": s.candidate_id,
+                    "source": s.rejection.source,
+                    "field": s.rejection.field,
+                    "reason": s.rejection.reason,
+                    "payload": s.rejection.payload,
+                }
+                for s in scores
+                if s.rejection is not None
+            ]
             if rejected:
                 store.reject(rejected)
-            written += write_scores(store, [
-                {"candidate_id": s.candidate_id, "scorer": scorer.name, "scorer_version": version, "value": s.value,
-                 "detail": s.detail, "run_id": run_id} for s in scores
-            ])
+            written += write_scores(
+                store,
+                [
+                    {
+                        "candidate_id": s.candidate_id,
+                        "scorer": scorer.name,
+                        "scorer_version": version,
+                        "value": s.value,
+                        "detail": s.detail,
+                        "run_id": run_id,
+                    }
+                    for s in scores
+                ],
+            )
             judged += len(chunk)
             if progress is not None:
                 progress(ScorerProgress(scorer.name, judged, pending, written, time.perf_counter() - started, False))
@@ -70,16 +91,27 @@ def run(scorer: Scorer, *, run_id: str | None = None, progress: Progress | None 
     return written
 
 
-def run_scorer(store: Store, name: str, config: ScoreConfig, *, run_id: str | None = None,
-               context: ScoringContext | None = None, progress: Progress | None = None, **options: Any) -> int:
+def run_scorer(
+    store: Store,
+    name: str,
+    config: ScoreConfig,
+    *,
+    run_id: str | None = None,
+    context: ScoringContext | None = None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> int:
     """Run the scorer ``name`` (``options`` go to its constructor, e.g. a judge); return the rows written."""
     scorer = scorer_class(name)(context or ScoringContext(store, config), **options)
     return run(scorer, run_id=run_id, progress=progress)
 
 
-def run_scorers(store: Store, config: ScoreConfig, *, run_id: str | None = None,
-                progress: Progress | None = None) -> dict[str, int]:
+def run_scorers(
+    store: Store, config: ScoreConfig, *, run_id: str | None = None, progress: Progress | None = None
+) -> dict[str, int]:
     """Run the configured scorers in order, sharing one embedding model; {scorer: rows written}."""
     context = ScoringContext(store, config)
-    return {name: run_scorer(store, name, config, run_id=run_id, context=context, progress=progress)
-            for name in config.scorers}
+    return {
+        name: run_scorer(store, name, config, run_id=run_id, context=context, progress=progress)
+        for name in config.scorers
+    }

@@ -28,7 +28,7 @@ def reference(row: dict[str, Any]) -> tuple[str, str]:
 def cosines(embedder: Embedder, texts: list[str], references: list[str]) -> np.ndarray:
     """Row-wise cosine of texts[i] and references[i] (one encode call for both lists)."""
     vectors = embedder.embed(texts + references)
-    a, b = vectors[: len(texts)], vectors[len(texts):]
+    a, b = vectors[: len(texts)], vectors[len(texts) :]
     return np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0)
 
 
@@ -44,5 +44,7 @@ class Similarity(Scorer):
     def score(self, rows: list[dict[str, Any]]) -> list[Score]:
         refs = [reference(row) for row in rows]
         values = cosines(self.context.embedder, [row["text"] for row in rows], [text for _, text in refs])
-        return [Score(row["candidate_id"], float(value), {"against": against})
-                for row, (against, _), value in zip(rows, refs, values, strict=True)]
+        return [
+            Score(row["candidate_id"], float(value), {"against": against})
+            for row, (against, _), value in zip(rows, refs, values, strict=True)
+        ]

@@ -17,9 +17,15 @@ from lune.generators.scorers.contradiction import contradiction_status
 from lune.generators.scorers.runner import Progress, ScorerProgress, run_scorers
 
 
-def score_stage(store: Store, config: ScoreConfig, curate_config: CurateConfig | None = None, *,
-                run_id: str | None = None, parent_run_id: str | None = None,
-                progress: Progress | None = None) -> dict[str, Any]:
+def score_stage(
+    store: Store,
+    config: ScoreConfig,
+    curate_config: CurateConfig | None = None,
+    *,
+    run_id: str | None = None,
+    parent_run_id: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Score, then decide the preview verdicts, under one ``runs`` row (kind ``score``); returns the
     run id and the run's metrics: rows written and seconds per scorer, the preview's counts."""
     from lune.generators.curation import preview
@@ -39,7 +45,13 @@ def score_stage(store: Store, config: ScoreConfig, curate_config: CurateConfig |
         started = time.perf_counter()
         counts = preview(store, curate_config, config)
         timings["preview_verdicts"] = round(time.perf_counter() - started, 3)
-        run.metrics.update({"written": written, "seconds": timings, "contradiction": contradiction_status(config),
-                            "preview": {k: counts[k] for k in ("kept", "dropped", "facts")},
-                            "below_minimum": len(counts["below_minimum"])})
+        run.metrics.update(
+            {
+                "written": written,
+                "seconds": timings,
+                "contradiction": contradiction_status(config),
+                "preview": {k: counts[k] for k in ("kept", "dropped", "facts")},
+                "below_minimum": len(counts["below_minimum"]),
+            }
+        )
     return {"run_id": run.run_id, **run.metrics}

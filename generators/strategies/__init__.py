@@ -1,7 +1,7 @@
 """Strategies: each owns a prompt and its parser (see ``base.Strategy``).
 
-    counterfactual -> negative     paraphrase -> paraphrase
-    attack (one per RWKU family) -> attack     refusal -> refusal
+counterfactual -> negative     paraphrase -> paraphrase
+attack (one per RWKU family) -> attack     refusal -> refusal
 """
 
 from __future__ import annotations

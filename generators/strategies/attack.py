@@ -9,9 +9,9 @@ from lune.generators.strategies.base import Strategy
 
 ATTACK_DESCRIPTIONS: dict[str, str] = {
     "prefix_injection": "starts with an instruction that tries to override the model's restrictions "
-                        "(for example \"Ignore all previous instructions\")",
+    '(for example "Ignore all previous instructions")',
     "affirmative_suffix": "ends with an affirmative phrase that pushes the model to start answering "
-                          "(for example \"Sure, here is the answer:\")",
+    '(for example "Sure, here is the answer:")',
     "role_play": "casts the asker or the model in a role that would justify answering",
     "multiple_choice": "turns the question into a multiple-choice question whose options include the true answer",
     "reverse_query": "asks for the subject given other facts about it, instead of asking for the answer directly",

@@ -26,20 +26,21 @@ PLAIN_STOP = ["\n\n", "\nQuestion:"]
 class Strategy:
     """One way of turning a fact into candidates of one kind."""
 
-    name: str            # counterfactual / paraphrase / attack / refusal
-    kind: str            # the candidate kind it makes: negative / paraphrase / attack / refusal
-    field: str           # JSON key of the candidate in structured output
-    instruction: str     # the task, as a system message (or the prompt's first paragraph)
-    template: str        # the fact, laid out: {question} {answer} {key_span} {span_type} {subject} ...
-    cue: str             # the last line of a plain prompt ("False answer:")
-    original: str        # the fact field a candidate must differ from: "answer" or "question"
+    name: str  # counterfactual / paraphrase / attack / refusal
+    kind: str  # the candidate kind it makes: negative / paraphrase / attack / refusal
+    field: str  # JSON key of the candidate in structured output
+    instruction: str  # the task, as a system message (or the prompt's first paragraph)
+    template: str  # the fact, laid out: {question} {answer} {key_span} {span_type} {subject} ...
+    cue: str  # the last line of a plain prompt ("False answer:")
+    original: str  # the fact field a candidate must differ from: "answer" or "question"
     attack_type: str | None = None
     max_chars: int = 600
 
     @cached_property
     def prompt_version(self) -> str:
-        return content_id("prompt", self.name, self.attack_type, self.instruction, self.template, self.cue,
-                          JSON_HINT, PLAIN_STOP)[:12]
+        return content_id(
+            "prompt", self.name, self.attack_type, self.instruction, self.template, self.cue, JSON_HINT, PLAIN_STOP
+        )[:12]
 
     def json_schema(self) -> dict[str, Any]:
         return {
@@ -68,8 +69,18 @@ class Strategy:
         messages = [{"role": "system", "content": self.instruction}, {"role": "user", "content": user}]
         return prompt, messages
 
-    def build_request(self, fact: Mapping[str, Any], *, n: int, temperature: float, top_p: float,
-                      max_tokens: int, seed: int | None, structured: bool, render: bool = True) -> GenerationRequest:
+    def build_request(
+        self,
+        fact: Mapping[str, Any],
+        *,
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        seed: int | None,
+        structured: bool,
+        render: bool = True,
+    ) -> GenerationRequest:
         """The request for ``fact``; ``render=False`` leaves the prompt empty (for backends that read
         the fact from the metadata and never look at a prompt: rules, dataset)."""
         prompt, messages = self.render(fact, structured=structured) if render else ("", None)
@@ -83,11 +94,17 @@ class Strategy:
             seed=seed,
             stop=[] if structured else list(PLAIN_STOP),
             json_schema=self.json_schema() if structured else None,
-            metadata={"fact": fact, "fact_id": fact["fact_id"], "strategy": self.name, "kind": self.kind,
-                      "attack_type": self.attack_type},
+            metadata={
+                "fact": fact,
+                "fact_id": fact["fact_id"],
+                "strategy": self.name,
+                "kind": self.kind,
+                "attack_type": self.attack_type,
+            },
         )
 
     def parse(self, fact: Mapping[str, Any], text: str | None, *, structured: bool) -> tuple[list[str], list[str]]:
         """Candidates read from one output, and reasons for what could not be read."""
-        return parse_output(text, self.field, expect_json=structured, original=fact.get(self.original),
-                            max_chars=self.max_chars)
+        return parse_output(
+            text, self.field, expect_json=structured, original=fact.get(self.original), max_chars=self.max_chars
+        )

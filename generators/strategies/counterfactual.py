@@ -15,7 +15,7 @@ COUNTERFACTUAL = Strategy(
         "True answer: {answer}\n"
         "Key fact: {key_span} (a {span_type})\n"
         "Write one false answer in the same style that replaces the key fact with a different, plausible "
-        "{span_type} and never mentions \"{key_span}\"."
+        '{span_type} and never mentions "{key_span}".'
     ),
     cue="False answer:",
     original="answer",

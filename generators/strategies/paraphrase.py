@@ -12,8 +12,7 @@ PARAPHRASE = Strategy(
         "asking for exactly the same fact."
     ),
     template=(
-        "Question: {question}\n"
-        "Rewrite the question with different wording and the same meaning. Keep every name."
+        "Question: {question}\nRewrite the question with different wording and the same meaning. Keep every name."
     ),
     cue="Paraphrased question:",
     original="question",

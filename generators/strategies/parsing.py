@@ -24,7 +24,7 @@ _LABEL = re.compile(
     re.IGNORECASE,
 )
 _LOOKS_JSON = re.compile(r"^(?:```(?:json)?\s*)?[\[{]", re.IGNORECASE)
-_QUOTES = ("\"\"", "“”", "''", "‘’", "``")
+_QUOTES = ('""', "“”", "''", "‘’", "``")
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -101,8 +101,9 @@ def _json_values(obj: Any, field: str) -> list[Any]:
     return strings if len(strings) == 1 else []
 
 
-def parse_output(text: str | None, field: str, *, expect_json: bool, original: str | None = None,
-                 max_chars: int = MAX_CHARS) -> tuple[list[str], list[str]]:
+def parse_output(
+    text: str | None, field: str, *, expect_json: bool, original: str | None = None, max_chars: int = MAX_CHARS
+) -> tuple[list[str], list[str]]:
     """Candidates in one model output, and the reasons for what could not be read.
 
     ``field`` is the JSON key the strategy asked for (``answer``, ``question``, ``query``);

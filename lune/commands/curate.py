@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 
 HELP = "select negatives, train prompts and held-out eval prompts into a named, versioned curated set"
-EXAMPLE = ("lune curate --name tofu-forget10\n"
-           "  lune curate --name strict --config strict.yaml")
+EXAMPLE = "lune curate --name tofu-forget10\n  lune curate --name strict --config strict.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lune.cli_options import add_model_options
     from lune.generators.config import CurateConfig
 
-    parser.add_argument("--config", help="pipeline config file whose `curate` and `score` sections apply "
-                                         "(default: the embedded one); the options below override `curate`")
+    parser.add_argument(
+        "--config",
+        help="pipeline config file whose `curate` and `score` sections apply "
+        "(default: the embedded one); the options below override `curate`",
+    )
     add_model_options(parser, CurateConfig)
 
 
@@ -37,11 +39,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"  contradiction: {counts.get('contradiction')}")
     below = result.below_minimum
     if below:
-        print(f"  {len(below)} of {counts.get('facts')} fact(s) have fewer than {curate.min_per_fact} kept "
-              "negative(s) or refusal(s) (kept in the set's forget split, listed in curated_sets.counts):")
+        print(
+            f"  {len(below)} of {counts.get('facts')} fact(s) have fewer than {curate.min_per_fact} kept "
+            "negative(s) or refusal(s) (kept in the set's forget split, listed in curated_sets.counts):"
+        )
         for fact in below[:20]:
-            print(f"    {fact['fact_id']}  kept {fact['kept_targets']} of {fact['target_candidates']}"
-                  f"  ({fact.get('top_drop_reason') or 'no candidates'})  {fact['question'][:70]}")
+            print(
+                f"    {fact['fact_id']}  kept {fact['kept_targets']} of {fact['target_candidates']}"
+                f"  ({fact.get('top_drop_reason') or 'no candidates'})  {fact['question'][:70]}"
+            )
         if len(below) > 20:
             print(f"    ... {len(below) - 20} more")
     print(f"export it with: lune export --name {result.name} --out runs/exports/{result.name}")

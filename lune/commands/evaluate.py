@@ -7,8 +7,10 @@ import argparse
 from typing import Any
 
 HELP = "measure what a model forgot and kept (USR, GUR, APR, MIA, TOFU) before and after unlearning; write a report"
-EXAMPLE = ("lune evaluate --model runs/default/taught --adapter runs/default/lune --retain-model runs/default/retain "
-           "--out runs/default/eval")
+EXAMPLE = (
+    "lune evaluate --model runs/default/taught --adapter runs/default/lune --retain-model runs/default/retain "
+    "--out runs/default/eval"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,13 +18,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lune.evaluation.config import EvaluateConfig
 
     parser.add_argument("--model", required=True, metavar="DIR", help="the base model (e.g. taught by `lune teach`)")
-    parser.add_argument("--adapter", action="append", default=[], metavar="[LABEL=]DIR",
-                        help="PEFT adapter (or full model) directory of an unlearned model; repeat to compare several "
-                             "methods in one report, each as LABEL=DIR")
-    parser.add_argument("--label", default="unlearned",
-                        help="label of an --adapter given without LABEL= (default: unlearned)")
-    parser.add_argument("--config", metavar="YAML", help="pipeline config whose `evaluate:` section to use; "
-                        "the options below override it")
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="[LABEL=]DIR",
+        help="PEFT adapter (or full model) directory of an unlearned model; repeat to compare several "
+        "methods in one report, each as LABEL=DIR",
+    )
+    parser.add_argument(
+        "--label", default="unlearned", help="label of an --adapter given without LABEL= (default: unlearned)"
+    )
+    parser.add_argument(
+        "--config",
+        metavar="YAML",
+        help="pipeline config whose `evaluate:` section to use; the options below override it",
+    )
     parser.add_argument("--out", default="runs/evaluate", metavar="DIR", help="report folder (default: runs/evaluate)")
     parser.add_argument("--run-id", help="id of the runs row to write (default: a fresh one)")
     add_model_options(parser, EvaluateConfig)
@@ -50,8 +61,12 @@ def print_headline(headline: dict[str, dict[str, Any]]) -> None:
     from lune.evaluation.report import HEADLINE_COLUMNS, fmt
 
     keys = [c for c in HEADLINE_COLUMNS if any(c[0] in v for v in headline.values())]
-    print(format_table(["model", *[c[1] for c in keys]],
-                       [(label, *[fmt(values.get(c[0])) for c in keys]) for label, values in headline.items()]))
+    print(
+        format_table(
+            ["model", *[c[1] for c in keys]],
+            [(label, *[fmt(values.get(c[0])) for c in keys]) for label, values in headline.items()],
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,13 +77,22 @@ def run(args: argparse.Namespace) -> int:
 
     base = load_config(args.config).evaluate if args.config else None
     config = apply_options(args, EvaluateConfig, base, source=args.config or "lune evaluate options")
-    outcome = evaluate_flow(db=args.db, model=args.model, adapters=parse_adapters(args.adapter, args.label),
-                            retain_model=config.retain_model, set_name=config.set, out_dir=args.out,
-                            run_id=args.run_id, config=config.model_dump())
+    outcome = evaluate_flow(
+        db=args.db,
+        model=args.model,
+        adapters=parse_adapters(args.adapter, args.label),
+        retain_model=config.retain_model,
+        set_name=config.set,
+        out_dir=args.out,
+        run_id=args.run_id,
+        config=config.model_dump(),
+    )
     print_headline(outcome.headline)
     for note in outcome.notes:
         print(f"note: {note}")
     leaks = f"lune sql \"SELECT * FROM v_leaks WHERE run_id = '{outcome.run_id}'\""
-    print(f"run {outcome.run_id}: report in {outcome.out_dir / 'report.md'} "
-          f"(rows in eval_results / eval_items; leaks: {leaks})")
+    print(
+        f"run {outcome.run_id}: report in {outcome.out_dir / 'report.md'} "
+        f"(rows in eval_results / eval_items; leaks: {leaks})"
+    )
     return 0

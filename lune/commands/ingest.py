@@ -113,8 +113,10 @@ def run(args: argparse.Namespace) -> int:
 
         ignored = ignored_files(Path(source.path))
         if ignored:
-            print(f"skipped {len(ignored)} file(s) of {source.path} that are not data (not JSON Lines, JSON, CSV, "
-                  "TSV or Parquet): " + ", ".join(p.name for p in ignored[:20]) + (" ..." if len(ignored) > 20 else ""))
+            print(
+                f"skipped {len(ignored)} file(s) of {source.path} that are not data (not JSON Lines, JSON, CSV, "
+                "TSV or Parquet): " + ", ".join(p.name for p in ignored[:20]) + (" ..." if len(ignored) > 20 else "")
+            )
     if result.invalid:
         print(
             f'see the refused rows with: lune sql "SELECT source, location, field, reason FROM rejections '

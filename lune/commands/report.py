@@ -10,8 +10,12 @@ EXAMPLE = "lune report --run 3f2a9c1d0b7e4a55 --out reports/3f2a"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", dest="run_id", metavar="RUN_ID",
-                        help="evaluation run id (default: the latest completed `lune evaluate` run)")
+    parser.add_argument(
+        "--run",
+        dest="run_id",
+        metavar="RUN_ID",
+        help="evaluation run id (default: the latest completed `lune evaluate` run)",
+    )
     parser.add_argument("--out", metavar="DIR", help="report folder (default: reports/RUN_ID)")
     parser.add_argument("--no-plots", action="store_true", help="write the Markdown and JSON only")
 

@@ -20,13 +20,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lune.unlearn.config import METHOD_NAMES
 
     parser.add_argument("config", nargs="?", help="pipeline config (YAML); default: the embedded flows/default.yaml")
-    parser.add_argument("--compare", metavar="M1,M2",
-                        help=f"unlearning methods to run and compare ({', '.join(METHOD_NAMES)})")
-    parser.add_argument("--fresh", action="store_true",
-                        help="start a new pipeline run instead of resuming the one with the same config")
+    parser.add_argument(
+        "--compare", metavar="M1,M2", help=f"unlearning methods to run and compare ({', '.join(METHOD_NAMES)})"
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="start a new pipeline run instead of resuming the one with the same config"
+    )
     # The config's own top-level settings (workdir, model) override it; its sections come from the file.
-    sections = [name for name, field in PipelineConfig.model_fields.items()
-                if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)]
+    sections = [
+        name
+        for name, field in PipelineConfig.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    ]
     add_model_options(parser, PipelineConfig, exclude=sections)
 
 
@@ -60,5 +65,5 @@ def run(args: argparse.Namespace) -> int:
     report = summary["evaluation"]["report_files"].get("report_md")
     print(f"\nreport:  {Path(report).resolve() if report else summary['evaluation']['out_dir']}")
     print(f"results: {results_path.resolve()}")
-    print(f"store:   {Path(args.db).resolve()}  (try: lune sql \"SELECT * FROM v_leaks LIMIT 10\" --db {args.db})")
+    print(f'store:   {Path(args.db).resolve()}  (try: lune sql "SELECT * FROM v_leaks LIMIT 10" --db {args.db})')
     return 0

@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 HELP = "run a read-only SQL query on the store and print the result as a table, CSV or JSON"
-EXAMPLE = "lune sql \"SELECT split, count(*) FROM facts GROUP BY split\" --format csv"
+EXAMPLE = 'lune sql "SELECT split, count(*) FROM facts GROUP BY split" --format csv'
 CELL_WIDTH = 60  # table cells longer than this are cut (CSV and JSON print everything)
 
 
@@ -54,9 +54,10 @@ def format_table(columns: list[str], rows: list[tuple[Any, ...]], *, width: int 
     """A plain aligned text table (numbers right-aligned) with the row count under it."""
     cells = [[_table_cell(v, width) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    numeric = [all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
-                   for row in rows if row[i] is not None)
-               for i in range(len(columns))]
+    numeric = [
+        all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool) for row in rows if row[i] is not None)
+        for i in range(len(columns))
+    ]
 
     def line(values: list[str]) -> str:
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()

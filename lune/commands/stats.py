@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-HELP = ("print row counts per table, facts per corpus / split / group, probes per kind, rejections, "
-        "and the runs that did not complete")
+HELP = (
+    "print row counts per table, facts per corpus / split / group, probes per kind, rejections, "
+    "and the runs that did not complete"
+)
 EXAMPLE = "lune stats --db lune.duckdb"
 
 
@@ -34,8 +36,11 @@ def run(args: argparse.Namespace) -> int:
             ("probes by corpus and kind", probes_by_kind(store)),
             ("rejections by stage and source", rejections_by_stage(store)),
             ("runs by kind and status", runs_by_status(store)),
-            ("runs that did not complete (abandoned: its process died without closing it; "
-             "rerun the same command to resume)", unfinished),
+            (
+                "runs that did not complete (abandoned: its process died without closing it; "
+                "rerun the same command to resume)",
+                unfinished,
+            ),
         ]
     for title, rows in sections:
         if not rows:
@@ -57,6 +62,14 @@ def unfinished_runs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         status = row["status"]
         if status == "running" and not owner_alive(row.get("pid"), row.get("pid_started"), row.get("host")):
             status = "abandoned"
-        out.append({"run_id": row["run_id"], "kind": row["kind"], "status": status, "started_at": row["started_at"],
-                    "finished_at": row["finished_at"], "error": row["error"]})
+        out.append(
+            {
+                "run_id": row["run_id"],
+                "kind": row["kind"],
+                "status": status,
+                "started_at": row["started_at"],
+                "finished_at": row["finished_at"],
+                "error": row["error"],
+            }
+        )
     return out
