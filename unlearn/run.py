@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lune.core.model_refs import resolve_model
 from lune.data.errors import LuneError
 from lune.unlearn.config import UnlearnConfig
 from lune.unlearn.inputs import UnlearnData, build_data
@@ -104,6 +105,8 @@ def unlearn(
 ) -> UnlearnResult:
     """Unlearn a curated set from ``model`` with ``config.method``; write the result to ``out_dir``.
 
+    ``model``: a folder, a GGUF file or a known name (``core.model_refs``; the run and the manifest
+    record the reference and the folder it resolved to);
     ``data``: an :class:`UnlearnData`, a ``lune export`` folder, or the rows of ``curated_rows``;
     ``retain``: retain facts (question, answer, key_span[, fact_id]) for the anchor and GUR (an
     ``UnlearnData`` carries its own, and ``retain`` is not used then);
@@ -112,13 +115,15 @@ def unlearn(
     config = (config or UnlearnConfig()).for_method()  # the method's own settings (per_method) apply
     if not isinstance(data, UnlearnData):
         data = build_data(data, retain, set_id=set_id)
+    folder = resolve_model(model, "--model")
     if store is None:
-        return _unlearn(Path(model), data, Path(out_dir), config, None, progress)
+        return _unlearn(folder, str(model), data, Path(out_dir), config, None, progress)
     with store.run(
         "unlearn",
         {
             "unlearn": config.model_dump(mode="json"),
             "model": str(model),
+            "model_folder": str(folder),
             "set_id": data.set_id,
             "data": data.source,
             "out_dir": str(out_dir),
@@ -126,7 +131,7 @@ def unlearn(
         run_id=run_id,
         parent_run_id=parent_run_id,
     ) as run:
-        result = _unlearn(Path(model), data, Path(out_dir), config, run.run_id, progress)
+        result = _unlearn(folder, str(model), data, Path(out_dir), config, run.run_id, progress)
         run.metrics.update(result.metrics)
         run.artefacts.update({"out_dir": str(result.out_dir), "manifest": str(result.manifest_path)})
         if result.adapter_dir:
@@ -137,7 +142,13 @@ def unlearn(
 
 
 def _unlearn(
-    model_path: Path, data: UnlearnData, out: Path, config: UnlearnConfig, run_id: str | None, progress: bool
+    model_path: Path,
+    model_ref: str,
+    data: UnlearnData,
+    out: Path,
+    config: UnlearnConfig,
+    run_id: str | None,
+    progress: bool,
 ) -> UnlearnResult:
     started = time.perf_counter()
     base_hash = model_fingerprint(model_path) if model_path.is_dir() else None
@@ -167,6 +178,7 @@ def _unlearn(
         "fact_ids": data.fact_ids,
         "train_candidate_ids": sorted({r["candidate_id"] for r in data.train if r.get("candidate_id")}),
         "base_model": str(model_path),
+        "base_model_ref": model_ref,
         "base_model_hash": base_hash,
         "config": config.model_dump(mode="json"),
         "metrics": {

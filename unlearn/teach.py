@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lune.core.model_refs import resolve_model
 from lune.data.errors import LuneError
 from lune.data.ids import content_id
 from lune.unlearn.config import TeachConfig
@@ -71,7 +72,8 @@ def teach_key(facts: Sequence[Mapping[str, Any]], config: TeachConfig) -> str:
     """Content hash of what determines the taught models: facts, settings, base model."""
     corpus = sorted((f["fact_id"], f["question"], f["answer"], f["split"]) for f in facts)
     settings = config.model_dump(mode="json", exclude={"enabled", "check_recall"})
-    base = model_fingerprint(config.base_model) if config.base_model and Path(config.base_model).is_dir() else None
+    folder = resolve_model(config.base_model, "teach.base_model") if config.base_model else None
+    base = model_fingerprint(folder) if folder and folder.is_dir() else None
     return content_id("teach", corpus, settings, base)
 
 
@@ -149,8 +151,8 @@ def _cached(cache: Path) -> TeachResult | None:
 def _teach(rows: list[dict[str, Any]], cache: Path, config: TeachConfig, progress: bool) -> TeachResult:
     started = time.perf_counter()
     cache.mkdir(parents=True, exist_ok=True)
-    if config.base_model:
-        base = Path(config.base_model)
+    if config.base_model:  # a folder, a GGUF file or a known name (core.model_refs); the manifest has both
+        base = resolve_model(config.base_model, "teach.base_model")
     else:
         from lune.unlearn.tiny_model import TinyModelSpec, build_tiny_llama
 

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
+from lune.core.model_refs import resolve_model
 from lune.data.errors import LuneError
 from lune.data.ids import content_id
 from lune.generators.base import Generation, GenerationRequest
@@ -41,7 +42,8 @@ def trim_at_stop(text: str, stop: Sequence[str]) -> str:
 
 
 class TransformersGenerator:
-    """In-process Hugging Face causal LM (``model``: a local path), optionally with a PEFT adapter.
+    """In-process Hugging Face causal LM (``model``: a local folder, a GGUF file or a known name, see
+    ``core.model_refs``), optionally with a PEFT adapter.
 
     ``adapter``: a PEFT adapter folder applied by default; ``greedy(..., adapter=...)`` can pick
     another one (or ``False`` for the base model) per call, each loaded once.
@@ -104,7 +106,8 @@ class TransformersGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if not Path(self.model_path).exists():
+        folder = resolve_model(self.model_path, "transformers backend: model")
+        if not folder.exists():
             raise LuneError(
                 f"transformers backend: model folder {self.model_path} not found "
                 "(pass a local path: nothing is fetched from a hub)"
@@ -113,12 +116,10 @@ class TransformersGenerator:
         dtype: Any = self.dtype or ("auto" if device != "cpu" else "float32")
         if dtype != "auto":
             dtype = getattr(torch, dtype)
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path, trust_remote_code=self.trust_remote_code)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=self.trust_remote_code)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(
-            self.model_path, dtype=dtype, trust_remote_code=self.trust_remote_code
-        )
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, trust_remote_code=self.trust_remote_code)
         self.model = model.to(device).eval()
         self.device = device
         if self.adapter:

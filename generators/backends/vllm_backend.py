@@ -27,7 +27,8 @@ from lune.generators.config import VLLMOptions
 
 
 class VLLMGenerator:
-    """``vllm.LLM`` on ``model`` (a local path). See the module docstring.
+    """``vllm.LLM`` on ``model`` (a local folder, a GGUF file or a known name: ``core.model_refs``).
+    See the module docstring.
 
     ``adapter``: a PEFT LoRA folder applied to every request by default (``greedy`` may pick another
     one, or ``False`` for the base, per call). ``enable_lora``: allow adapters (default: when

@@ -24,6 +24,7 @@ import collections
 import math
 from typing import Any
 
+from lune.core.model_refs import resolve_model
 from lune.data.errors import LuneError
 from lune.generators.config import ScoreConfig
 from lune.generators.scorers.base import Score, Scorer
@@ -69,6 +70,7 @@ class ReferenceLM:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        path = str(resolve_model(path, "score.fluency_model"))  # a folder, a GGUF file or a known name
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)

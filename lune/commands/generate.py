@@ -75,16 +75,15 @@ def preflight(db: str, config: Any) -> int:
     """Check what can be checked before Prefect starts (15-30 s): the filter, the model paths."""
     from pathlib import Path
 
+    from lune.core.model_refs import locate_model
     from lune.data import generation_queries
     from lune.data.errors import LuneError
     from lune.data.store import Store
 
-    for label, path in (
-        ("--model", config.model if config.backend in ("transformers", "vllm") else None),
-        ("--adapter", config.adapter),
-    ):
-        if path and not Path(path).exists():
-            raise LuneError(f"{label} {path}: no such folder")
+    if config.backend in ("transformers", "vllm"):
+        locate_model(config.model, "--model")  # a folder, a GGUF file or a known name (converted when loaded)
+    if config.adapter and not Path(config.adapter).exists():
+        raise LuneError(f"--adapter {config.adapter}: no such folder")
     with Store.open(db) as store:
         return generation_queries.count_facts(store, split=config.split, where=config.where)
 

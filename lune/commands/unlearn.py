@@ -23,7 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--dataset", metavar="DIR", help="curated set exported by `lune export` (a DatasetDict folder)")
     parser.add_argument("--version", type=int, help="version of --set (default: the latest)")
     parser.add_argument(
-        "--model", required=True, metavar="DIR", help="causal LM to unlearn from (e.g. from `lune teach`)"
+        "--model",
+        required=True,
+        metavar="MODEL",
+        help="causal LM to unlearn from: a folder (e.g. from `lune teach`), a GGUF file or a known name "
+        "(docs/models.md)",
     )
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/unlearn/METHOD)")
     parser.add_argument(
@@ -70,17 +74,16 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_paths(args: argparse.Namespace) -> None:
     """Fail on a missing folder before the flow starts (a Prefect start costs 15-30 s)."""
-    import re
     from pathlib import Path
 
+    from lune.core.model_refs import locate_model
     from lune.data.errors import LuneError
     from lune.unlearn.inputs import dataset_dir
 
     if args.dataset:
         dataset_dir(Path(args.dataset))
-    model = Path(args.model)
-    hub_id = not model.exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", args.model) and not args.model.startswith(".")
-    if not hub_id and not (model / "config.json").exists():
+    model = locate_model(args.model, "--model")  # a folder, a GGUF file (a known name's), or a Hub id
+    if model.is_dir() and not (model / "config.json").exists():
         raise LuneError(f"--model {model}: no config.json there; pass a model directory (e.g. from `lune teach`)")
 
 
