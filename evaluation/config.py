@@ -4,9 +4,48 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from lune.core.config_base import ConfigModel
+
+
+class QuantizationAttackSettings(ConfigModel):
+    """Settings of the quantization attack: one variant per bits x group size x scheme.
+
+    Round-to-nearest fake quantization of every linear weight of a merged copy of each model
+    (evaluation/attacks/quantization.py)."""
+
+    bits: list[int] = Field([8, 4], min_length=1, description="bit widths, each 2 to 8")
+    group_sizes: list[int] = Field(
+        [64, 128], min_length=1, description="inputs per quantization group (a shorter last group takes the rest)"
+    )
+    schemes: list[Literal["symmetric", "asymmetric"]] = Field(
+        ["symmetric"], min_length=1, description="symmetric absmax, and/or asymmetric min-max with a zero point"
+    )
+
+    @field_validator("bits")
+    @classmethod
+    def _bits_in_range(cls, value: list[int]) -> list[int]:
+        if any(not 2 <= b <= 8 for b in value):
+            raise ValueError(f"each bit width must be between 2 and 8, got {value}")
+        return value
+
+    @field_validator("group_sizes")
+    @classmethod
+    def _positive_groups(cls, value: list[int]) -> list[int]:
+        if any(g < 1 for g in value):
+            raise ValueError(f"each group size must be at least 1, got {value}")
+        return value
+
+
+class LogitLensAttackSettings(ConfigModel):
+    """Settings of the logit-lens attack: every layer read through the final norm and output head.
+
+    At the position before the key answer's first token (evaluation/attacks/logit_lens.py)."""
+
+    top_k: int = Field(
+        4, ge=1, description="a fact counts as recovered when its key token is in the top k at any layer"
+    )
 
 
 class EvaluateConfig(ConfigModel):
@@ -57,3 +96,28 @@ class EvaluateConfig(ConfigModel):
         "facts have perturbed answers",
     )
     plots: bool = Field(True, description="draw the report's PNG plots")
+    attacks: list[str] = Field(
+        [],
+        description="attacks run after the metrics on the base, unlearned and retain models, one file each in "
+        "evaluation/attacks/: quantization, logit_lens",
+    )
+    quantization: QuantizationAttackSettings = Field(
+        default_factory=QuantizationAttackSettings, description="settings of the quantization attack"
+    )
+    logit_lens: LogitLensAttackSettings = Field(
+        default_factory=LogitLensAttackSettings, description="settings of the logit-lens attack"
+    )
+
+    @field_validator("attacks")
+    @classmethod
+    def _known_attacks(cls, value: list[str]) -> list[str]:
+        if not value:
+            return value
+        # the registry imports this module: looked up when a config names an attack, not before
+        from lune.evaluation.attacks.registry import registered
+
+        known = registered()
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            raise ValueError(f"unknown attack(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        return list(dict.fromkeys(value))

@@ -12,7 +12,9 @@ Steps (each a function, each a Prefect task in ``flows/evaluate.py``):
    probe (transformers, or vLLM with each adapter as a LoRA request), and log-likelihoods (MIA
    scores, TOFU truth ratios) under every model, and under the retain model for forget quality;
 4. :func:`lune.evaluation.metrics.registry.compute_results`: every registered metric family
-   (``evaluation/metrics/``) as ``eval_results`` rows and ``eval_items`` rows;
+   (``evaluation/metrics/``) as ``eval_results`` rows and ``eval_items`` rows; then
+   :func:`lune.evaluation.attacks.registry.run_attacks`: the attacks of ``config.attacks``
+   (``evaluation/attacks/``) on the same models and the retain model, as more ``eval_results`` rows;
 5. :func:`store_results`, then :func:`lune.evaluation.report.render_run`, which reads the finished
    run back from the store, so the report shows exactly what is stored.
 """
@@ -28,6 +30,7 @@ from lune.core.models import model_specs
 from lune.data import evaluation_queries as q
 from lune.data.errors import LuneError
 from lune.data.store import Store
+from lune.evaluation.attacks.registry import run_attacks
 from lune.evaluation.config import EvaluateConfig
 from lune.evaluation.inference import evaluate_specs
 from lune.evaluation.metrics.registry import Row, compute_results
@@ -133,10 +136,11 @@ def evaluate_models(
             raise LuneError(
                 f"{store.path}: no probes to evaluate (no forget, retain or utility facts); run `lune ingest` first"
             )
-        outputs, retain = step(
-            "answer-and-score", evaluate_specs, suite, specs, config, str(retain_model) if retain_model else None
-        )
+        retain_dir = str(retain_model) if retain_model else None
+        outputs, retain = step("answer-and-score", evaluate_specs, suite, specs, config, retain_dir)
         results, items = step("compute-metrics", compute_results, run.run_id, suite, outputs, retain, config)
+        if config.attacks:
+            results += step("run-attacks", run_attacks, run.run_id, suite, outputs, retain, config, retain_dir)
         step("store-results", store_results, store, results, items)
         timings = {out.spec.label: out.seconds for out in outputs}
         n_probes = len(suite.all_probes())

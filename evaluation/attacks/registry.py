@@ -1,0 +1,133 @@
+"""The attack registry: every attack of ``evaluation/attacks/`` by name, and the one function that
+runs those the config names (``evaluate.attacks``) after the metrics.
+
+An attack is a function of an :class:`AttackContext` returning ``eval_results`` rows, made with
+``ctx.result`` (which prefixes the metric with ``attack.<name>.``). It registers itself with
+``@attack(name)``; a module of this package that defines one is found by :func:`registered`, so
+adding an attack is adding one file, e.g. ``evaluation/attacks/noise.py``:
+
+    @attack("noise")
+    def noise(ctx: AttackContext) -> list[Row]:
+        # forget recall after adding Gaussian noise to every weight
+        rows = []
+        for spec, model, tokenizer in ctx.loaded_models():
+            ...  # perturb a copy of the model, then
+            answers = ctx.answers(model, tokenizer, ["forget"])
+            rows.append(ctx.result(spec, "forget", "sigma_0.01.forget_recall", ctx.recall(answers, "forget")))
+        return rows
+
+Its settings, if any, are a section of ``EvaluateConfig`` named after it (``evaluate.noise``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lune.core.models import RETAIN_LABEL, ModelSpec, iter_loaded
+from lune.evaluation.config import EvaluateConfig
+from lune.evaluation.metrics.registry import MetricContext, Row
+from lune.evaluation.metrics.result import MetricResult
+from lune.evaluation.metrics.usr import recall
+from lune.evaluation.outputs import ModelOutputs
+from lune.evaluation.probes import ProbeSuite
+
+
+@dataclass(frozen=True)
+class AttackContext:
+    """What an attack reads: the run's probes and settings (``metrics``, the metric families'
+    context: the full-precision answers of step 2 are there too) and the retain model to attack
+    as the reference that never saw the forget facts."""
+
+    name: str
+    metrics: MetricContext
+    retain_model: str | None = None
+
+    @property
+    def config(self) -> EvaluateConfig:
+        return self.metrics.config
+
+    @property
+    def suite(self) -> ProbeSuite:
+        return self.metrics.suite
+
+    def models(self) -> list[ModelSpec]:
+        """The base model, every unlearned model, then the retain model when there is one."""
+        specs = [out.spec for out in self.metrics.outputs]
+        return specs + ([ModelSpec(RETAIN_LABEL, self.retain_model)] if self.retain_model else [])
+
+    def loaded_models(self) -> Iterator[tuple[ModelSpec, Any, Any]]:
+        """``(spec, model, tokenizer)`` of :meth:`models` in turn (``core.models.iter_loaded``: an
+        adapter is attached with PEFT, unmerged; use each before asking for the next)."""
+        return iter_loaded(self.models())
+
+    def answers(self, model: Any, tokenizer: Any, probe_sets: Iterable[str]) -> dict[str, list[str]]:
+        """Greedy answers (transformers, the evaluation's settings) to every probe of ``probe_sets``."""
+        from lune.evaluation.inference import generate_with, transformers_generate
+
+        chosen = ProbeSuite({name: self.suite.probes[name] for name in probe_sets if self.suite.probes.get(name)})
+        answers, _ = generate_with(chosen, transformers_generate(model, tokenizer, self.config))
+        return answers
+
+    def recall(self, answers: Mapping[str, Sequence[str]], probe_set: str) -> MetricResult:
+        """Share of ``probe_set``'s answers that state the key span (``metrics.usr.recall``)."""
+        probes = self.suite.probes[probe_set]
+        return recall(answers[probe_set], [p.key_span for p in probes], **self.metrics.key_options)
+
+    def result(
+        self,
+        spec: ModelSpec,
+        probe_set: str,
+        measure: str,
+        result: MetricResult | float | None,
+        n: int | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Row:
+        """One ``eval_results`` row of metric ``attack.<name>.<measure>``."""
+        return self.metrics.result(spec, probe_set, f"attack.{self.name}.{measure}", result, n, detail)
+
+
+Attack = Callable[[AttackContext], list[Row]]
+_ATTACKS: dict[str, Attack] = {}
+
+
+def attack(name: str) -> Callable[[Attack], Attack]:
+    """Register the decorated function as the attack ``name``."""
+
+    def register(fn: Attack) -> Attack:
+        known = _ATTACKS.get(name)
+        if known is not None and (known.__module__, known.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise ValueError(f"two attacks are named {name!r}: {known.__module__} and {fn.__module__}")
+        _ATTACKS[name] = fn
+        return fn
+
+    return register
+
+
+def registered() -> dict[str, Attack]:
+    """Every attack, sorted by name (importing each module of this package registers its attacks)."""
+    package = __name__.rpartition(".")[0]
+    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        importlib.import_module(f"{package}.{module.name}")
+    return dict(sorted(_ATTACKS.items()))
+
+
+def run_attacks(
+    run_id: str,
+    suite: ProbeSuite,
+    outputs: Sequence[ModelOutputs],
+    retain: ModelOutputs | None,
+    config: EvaluateConfig,
+    retain_model: str | None = None,
+) -> list[Row]:
+    """The ``eval_results`` rows of every attack in ``config.attacks``, in that order, on the base
+    model (``outputs[0]``), every unlearned model and ``retain_model``."""
+    attacks = registered()
+    metrics = MetricContext(run_id, suite, outputs, retain, config)
+    rows: list[Row] = []
+    for name in config.attacks:
+        rows += attacks[name](AttackContext(name, metrics, retain_model))
+    return rows
