@@ -267,11 +267,21 @@ def test_compute_results_values(computed: tuple[list[dict], list[dict]]) -> None
 
 def test_the_registry_lists_every_metric_family() -> None:
     families = registry.registered()
-    assert list(families) == ["apr", "gur", "mia", "rouge_l_recall", "tofu", "usr", "word_ngram_entropy"]
+    assert list(families) == [
+        "apr",
+        "gur",
+        "memorization",
+        "mia",
+        "privleak",
+        "rouge_l_recall",
+        "tofu",
+        "usr",
+        "word_ngram_entropy",
+    ]
     # every module of the package but the registry's own defines a family: none is left out of a run
     modules = {info.name for info in pkgutil.iter_modules(metrics_package.__path__)} - {"registry", "result"}
     assert {family.__module__.rpartition(".")[2] for family in families.values()} == modules
-    with pytest.raises(ValueError, match="two metric families are named 'usr'"):
+    with pytest.raises(ValueError, match="metric family 'usr' is defined twice"):
         registry.metric("usr")(lambda ctx: registry.MetricRows())
 
 
@@ -293,7 +303,7 @@ def answer_words(ctx: MetricContext) -> MetricRows:
 
 def test_a_new_metric_module_registers_itself(inputs: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     """Adding a metric is adding one file: the registry finds it and every evaluation runs it."""
-    monkeypatch.setattr(registry, "_FAMILIES", dict(registry.registered()))
+    monkeypatch.setattr(registry.FAMILIES, "_entries", dict(registry.registered()))
     module = "answer_words_tmp"
     path = Path(metrics_package.__path__[0]) / f"{module}.py"
     path.write_text(NEW_METRIC, encoding="utf-8")

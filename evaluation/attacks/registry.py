@@ -21,13 +21,12 @@ Its settings, if any, are a section of ``EvaluateConfig`` named after it (``eval
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lune.core.models import RETAIN_LABEL, ModelSpec, iter_loaded
+from lune.core.registry import Registry
 from lune.evaluation.config import EvaluateConfig
 from lune.evaluation.metrics.registry import MetricContext, Row
 from lune.evaluation.metrics.result import MetricResult
@@ -91,28 +90,14 @@ class AttackContext:
 
 
 Attack = Callable[[AttackContext], list[Row]]
-_ATTACKS: dict[str, Attack] = {}
-
-
-def attack(name: str) -> Callable[[Attack], Attack]:
-    """Register the decorated function as the attack ``name``."""
-
-    def register(fn: Attack) -> Attack:
-        known = _ATTACKS.get(name)
-        if known is not None and (known.__module__, known.__qualname__) != (fn.__module__, fn.__qualname__):
-            raise ValueError(f"two attacks are named {name!r}: {known.__module__} and {fn.__module__}")
-        _ATTACKS[name] = fn
-        return fn
-
-    return register
+# Filled by the modules of this package as they are imported (``@attack(name)``).
+ATTACKS: Registry[Attack] = Registry("attack", __name__.rpartition(".")[0])
+attack = ATTACKS.register
 
 
 def registered() -> dict[str, Attack]:
     """Every attack, sorted by name (importing each module of this package registers its attacks)."""
-    package = __name__.rpartition(".")[0]
-    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
-        importlib.import_module(f"{package}.{module.name}")
-    return dict(sorted(_ATTACKS.items()))
+    return ATTACKS.entries()
 
 
 def run_attacks(

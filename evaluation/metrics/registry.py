@@ -23,14 +23,13 @@ the other module's pure function.
 
 from __future__ import annotations
 
-import importlib
 import math
-import pkgutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lune.core.models import BASE_LABEL, ModelSpec
+from lune.core.registry import Registry
 from lune.data.ids import content_id
 from lune.evaluation.config import EvaluateConfig
 from lune.evaluation.metrics.result import MetricResult
@@ -58,7 +57,8 @@ class MetricContext:
     """Everything a metric family reads: the probe suite and what every model produced on it.
 
     ``outputs[0]`` is the base model (GUR divides by its recall, the MIA threshold is fitted on
-    its scores); ``retain`` is the retain model's TOFU likelihoods on the forget items, if any.
+    its scores); ``retain`` is the retain model's TOFU likelihoods on the forget items and its MIA
+    scores, if any.
     """
 
     run_id: str
@@ -126,29 +126,15 @@ class MetricContext:
 
 
 MetricFamily = Callable[[MetricContext], MetricRows]
-_FAMILIES: dict[str, MetricFamily] = {}
-
-
-def metric(name: str) -> Callable[[MetricFamily], MetricFamily]:
-    """Register the decorated function as the metric family ``name``."""
-
-    def register(family: MetricFamily) -> MetricFamily:
-        known = _FAMILIES.get(name)
-        if known is not None and (known.__module__, known.__qualname__) != (family.__module__, family.__qualname__):
-            raise ValueError(f"two metric families are named {name!r}: {known.__module__} and {family.__module__}")
-        _FAMILIES[name] = family
-        return family
-
-    return register
+# Filled by the modules of this package as they are imported (``@metric(name)``).
+FAMILIES: Registry[MetricFamily] = Registry("metric family", __name__.rpartition(".")[0])
+metric = FAMILIES.register
 
 
 def registered() -> dict[str, MetricFamily]:
     """Every metric family, sorted by name (importing each module of this package registers the
     families it defines)."""
-    package = __name__.rpartition(".")[0]
-    for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
-        importlib.import_module(f"{package}.{module.name}")
-    return dict(sorted(_FAMILIES.items()))
+    return FAMILIES.entries()
 
 
 def compute_results(
