@@ -1,15 +1,16 @@
 """Token log-likelihoods of completions under an in-memory causal LM (plain or PEFT-wrapped).
 
-One forward pass per batch gives, for each completion token, ``log p(x_t | x_<t)`` and the mean
-and standard deviation of ``log p(z | x_<t)`` over the model's next-token distribution (what
-Min-K%++ needs, and why this always runs in transformers: a serving engine returns only the top
-log-probabilities, not the whole distribution).
+One forward pass per batch gives, for each completion token, ``log p(x_t | x_<t)``, whether
+``x_t`` is the model's most likely next token (teacher-forced greedy: exact memorization and
+extraction strength), and the mean and standard deviation of ``log p(z | x_<t)`` over the model's
+next-token distribution (what Min-K%++ needs, and why this always runs in transformers: a serving
+engine returns only the top log-probabilities, not the whole distribution).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,12 +18,14 @@ import numpy as np
 
 @dataclass(frozen=True)
 class TokenStats:
-    """Per scored token of one text: ``logprobs[t] = log p(x_t | x_<t)``, and the mean ``mu[t]`` and
-    standard deviation ``sigma[t]`` of ``log p(z | x_<t)`` under the model's next-token distribution."""
+    """Per scored token of one text: ``logprobs[t] = log p(x_t | x_<t)``, the mean ``mu[t]`` and
+    standard deviation ``sigma[t]`` of ``log p(z | x_<t)`` under the model's next-token distribution,
+    and ``is_argmax[t] = [x_t = argmax_z p(z | x_<t)]`` (empty when not computed)."""
 
     logprobs: np.ndarray
     mu: np.ndarray
     sigma: np.ndarray
+    is_argmax: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     @property
     def n_tokens(self) -> int:
@@ -85,6 +88,8 @@ def completion_stats(
                 logp = torch.log_softmax(logits[:, :-1], dim=-1)  # [B, T-1, V]: predicts token t+1
                 targets = input_ids[:, 1:].to(device)
                 token_lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [B, T-1]
+                # teacher-forced greedy; ties: the first maximum (torch.argmax), as open-unlearning's EM / ES
+                is_argmax = logp.argmax(-1) == targets  # [B, T-1]
                 if distribution:
                     probs = logp.exp()
                     mu = (probs * logp).sum(-1)  # E_z log p(z)
@@ -93,6 +98,7 @@ def completion_stats(
                 else:
                     mu = sigma = torch.zeros_like(token_lp)
             token_lp, mu, sigma = token_lp.cpu().numpy(), mu.cpu().numpy(), sigma.cpu().numpy()
+            is_argmax = is_argmax.cpu().numpy()
             for i, (ids, head_len) in enumerate(rows):
                 # completion token k sits at position head_len + k; it is predicted from position - 1
                 lo, hi = max(head_len - 1, 0), len(ids) - 1
@@ -100,17 +106,9 @@ def completion_stats(
                     token_lp[i, lo:hi].astype(np.float64),
                     mu[i, lo:hi].astype(np.float64),
                     sigma[i, lo:hi].astype(np.float64),
+                    is_argmax[i, lo:hi].copy(),
                 )
     finally:
         if was_training:
             model.train()
     return [s for s in out if s is not None]
-
-
-def mean_logprobs(
-    model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str], **kwargs: Any
-) -> list[float]:
-    """Length-normalised log-likelihood ``(1/|c|) sum_t log p(c_t | prompt, c_<t)`` of each completion."""
-    return [
-        s.mean_logprob for s in completion_stats(model, tokenizer, prompts, completions, distribution=False, **kwargs)
-    ]

@@ -107,8 +107,9 @@ def score_likelihoods(
     mia: bool | None = None,
 ) -> tuple[dict, dict, float]:
     """MIA scores of the suite's member / non-member texts and TOFU answer likelihoods of its truth
-    items (``groups``: which truth groups, default all) under one model."""
-    from lune.core.likelihood import completion_stats, mean_logprobs
+    items (``groups``: which truth groups, default all; with each answer's teacher-forced greedy
+    matches, from the same pass) under one model."""
+    from lune.core.likelihood import completion_stats
 
     start = time.perf_counter()
     scores: dict[str, list[dict[str, float]]] = {}
@@ -130,13 +131,18 @@ def score_likelihoods(
                 prompts += [prompt] * len(answers)
                 completions += [_completion(tokenizer, a) for a in answers]
                 shape.append((len(item.paraphrased), len(item.perturbed)))
-            values = mean_logprobs(model, tokenizer, prompts, completions, batch_size=config.batch_size)
+            stats = completion_stats(
+                model, tokenizer, prompts, completions, batch_size=config.batch_size, distribution=False
+            )
+            values = [s.mean_logprob for s in stats]
             pos, rows = 0, []
             for n_para, n_pert in shape:
-                answer = values[pos]
                 rows.append(
                     TruthLikelihoods(
-                        answer, values[pos + 1 : pos + 1 + n_para], values[pos + 1 + n_para : pos + 1 + n_para + n_pert]
+                        values[pos],
+                        values[pos + 1 : pos + 1 + n_para],
+                        values[pos + 1 + n_para : pos + 1 + n_para + n_pert],
+                        stats[pos].is_argmax.tolist(),
                     )
                 )
                 pos += 1 + n_para + n_pert
@@ -147,7 +153,8 @@ def score_likelihoods(
 def evaluate_specs(
     suite: ProbeSuite, specs: Sequence[ModelSpec], config: EvaluateConfig, retain_model: str | None = None
 ) -> tuple[list[ModelOutputs], ModelOutputs | None]:
-    """Steps 2 and 3 for every spec (and the retain model's forget truth ratios)."""
+    """Steps 2 and 3 for every spec (and the retain model's forget truth ratios and MIA scores: the
+    references of forget quality and privacy leakage)."""
     outputs: dict[str, ModelOutputs] = {}
     if config.backend == "vllm":
         import torch
@@ -166,8 +173,10 @@ def evaluate_specs(
             if need_likelihoods:
                 out.mia, out.truth, out.seconds["likelihood"] = score_likelihoods(model, tokenizer, suite, config)
     retain = None
-    if retain_model and config.tofu and suite.truth.get("forget"):
+    wants_truth = config.tofu and bool(suite.truth.get("forget"))
+    wants_mia = config.mia and bool(suite.mia_members and suite.mia_nonmembers)
+    if retain_model and (wants_truth or wants_mia):
         for spec, model, tokenizer in iter_loaded([ModelSpec(RETAIN_LABEL, str(retain_model))]):
-            _, truth, seconds = score_likelihoods(model, tokenizer, suite, config, groups=["forget"], mia=False)
-            retain = ModelOutputs(spec, truth=truth, seconds={"likelihood": seconds})
+            mia, truth, seconds = score_likelihoods(model, tokenizer, suite, config, groups=["forget"])
+            retain = ModelOutputs(spec, mia=mia, truth=truth, seconds={"likelihood": seconds})
     return [outputs[s.label] for s in specs], retain

@@ -1,5 +1,6 @@
 """What one model produced on a probe suite: its greedy answers, membership-inference scores and
-TOFU answer likelihoods (made by ``evaluation/inference.py``, read by the metric families)."""
+TOFU answer likelihoods with the answers' teacher-forced greedy matches (made by
+``evaluation/inference.py``, read by the metric families)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from lune.core.models import ModelSpec
 
 @dataclass
 class TruthLikelihoods:
-    """Length-normalised log-likelihoods of one TOFU item's answers under one model."""
+    """Length-normalised log-likelihoods of one TOFU item's answers under one model, and per token of
+    the answer whether it is the model's teacher-forced greedy choice (empty when not scored)."""
 
     answer: float
     paraphrased: list[float]
     perturbed: list[float]
+    answer_is_argmax: list[bool] = field(default_factory=list)
 
     @property
     def paraphrased_mean(self) -> float:

@@ -1,8 +1,9 @@
 """The evaluation report, rendered from the store alone (``lune evaluate`` writes it after storing
 the run; ``lune report --run ID`` renders the same run again):
 
-- ``report.md``: headline table per model, per-probe-set and per-attack-type tables, MIA and TOFU
-  tables, a sample of what still leaks, the plots;
+- ``report.md``: headline table per model, per-probe-set and per-attack-type tables, MIA (with
+  privacy leakage) and TOFU (with exact memorization and extraction strength) tables, a sample of
+  what still leaks, the plots;
 - ``report.json``: the same numbers for scripts (``headline`` per model, every ``metrics`` row);
 - ``before_after.png``, ``apr_by_attack.png``, ``mia_scores.png`` (matplotlib, Agg backend).
 
@@ -36,7 +37,14 @@ HEADLINE_COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("model_utility", "model utility", "tofu", "model_utility"),
     ("word_ngram_entropy", "word n-gram entropy", "all", "word_ngram_entropy"),
 )
-MIA_METRICS = ("mia_auc_loss", "mia_auc_zlib", "mia_auc_min_k", "mia_auc_min_k_plus_plus", "mia_threshold_acc")
+MIA_METRICS = (
+    "mia_auc_loss",
+    "mia_auc_zlib",
+    "mia_auc_min_k",
+    "mia_auc_min_k_plus_plus",
+    "mia_threshold_acc",
+    "privleak",
+)
 
 
 def fmt(value: float | None, digits: int = 3) -> str:
@@ -186,7 +194,9 @@ def render_markdown(data: dict[str, Any], results: Sequence[Row], leaks: Sequenc
             "## Membership inference",
             "",
             "AUC of each score, forget texts (members) vs never-seen texts; "
-            "threshold accuracy uses the loss threshold fitted on the base model.",
+            "threshold accuracy uses the loss threshold fitted on the base model; "
+            "privleak: the min-k% AUC relative to the retain model's, in % (0 = as the retain model, "
+            "negative = forget texts still stand out).",
             "",
         ]
         lines += _table(
@@ -209,7 +219,9 @@ def render_markdown(data: dict[str, Any], results: Sequence[Row], leaks: Sequenc
             "## TOFU",
             "",
             "Truth ratio: `mean min(R, 1/R)` on forget, `mean max(0, 1 - R)` elsewhere; "
-            "model utility: harmonic mean of probability, ROUGE-L recall and truth ratio on the retained sets.",
+            "model utility: harmonic mean of probability, ROUGE-L recall and truth ratio on the retained sets; "
+            "exact memorization: share of answer tokens that are the teacher-forced greedy choice; "
+            "extraction strength: 1 - (shortest prefix after which the rest is greedy) / answer length.",
             "",
         ]
         lines += _table(["set", "metric", *labels], tofu_rows)
@@ -223,6 +235,7 @@ def render_markdown(data: dict[str, Any], results: Sequence[Row], leaks: Sequenc
     if rows:
         lines += ["## ROUGE-L recall and word n-gram entropy", ""]
         lines += _table(["probe set", "metric", *labels], rows)
+    lines += does_it_hold(results)
     if data["counts"]:
         lines += ["## Probes", ""]
         lines += _table(["set", "items"], [[k, str(v)] for k, v in sorted(data["counts"].items()) if v])
@@ -249,6 +262,32 @@ def render_markdown(data: dict[str, Any], results: Sequence[Row], leaks: Sequenc
         for name, path in plots.items():
             lines += [f"![{name}]({Path(path).name})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def does_it_hold(results: Sequence[Row]) -> list[str]:
+    """The "Does it hold" section: one row per attack measure (metrics ``attack.<name>.<measure>``,
+    ``evaluation/attacks/``), one column per model, the retain model included as the reference."""
+    index = _Index(results)
+    measures = sorted({(r["metric"], r["probe_set"]) for r in results if r["metric"].startswith("attack.")})
+    if not measures:
+        return []
+    lines = [
+        "## Does it hold",
+        "",
+        "The forgetting under attack (docs/evaluation.md, Does it hold). Quantization: forget recall and GUR "
+        "after round-to-nearest quantization of every linear weight (`full`: unquantized), flip rate: share of "
+        "quantized weights that differ from the quantized model before unlearning. Logit lens: share of forget "
+        "facts whose key token is in the top k of a layer's output read through the final norm and head "
+        "(`recovered`: any layer). The retain model never saw the forget facts.",
+        "",
+    ]
+    return lines + _table(
+        ["attack measure", *index.labels],
+        [
+            [metric.removeprefix("attack."), *[fmt(index.value(x, probe_set, metric)) for x in index.labels]]
+            for metric, probe_set in measures
+        ],
+    )
 
 
 def _clip(text: str | None, width: int = 90) -> str:

@@ -26,6 +26,9 @@ ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("TOFU truth ratio (forget)", "tofu_forget", "truth_ratio", ""),
     ("TOFU forget quality (KS p-value)", "tofu", "forget_quality", ""),
     ("TOFU model utility", "tofu", "model_utility", ""),
+    ("privacy leakage (min-k% AUC vs retain, %)", "mia", "privleak", ""),
+    ("exact memorization (TOFU forget)", "tofu_forget", "exact_memorization", ""),
+    ("extraction strength (TOFU forget)", "tofu_forget", "extraction_strength", ""),
 )
 
 

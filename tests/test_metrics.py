@@ -8,12 +8,17 @@ import zlib
 import numpy as np
 import pytest
 
-from lune.evaluation.metrics import mia, tofu
+from lune.core.models import ModelSpec
+from lune.evaluation.config import EvaluateConfig
+from lune.evaluation.metrics import memorization, mia, privleak, tofu
 from lune.evaluation.metrics.apr import apr
 from lune.evaluation.metrics.gur import gur
+from lune.evaluation.metrics.registry import MetricContext
 from lune.evaluation.metrics.rouge import rouge_l_recall
 from lune.evaluation.metrics.usr import is_long_span, key_score, recall, states_key, usr
 from lune.evaluation.metrics.word_ngram_entropy import ngram_entropy, word_ngram_entropy
+from lune.evaluation.outputs import ModelOutputs, TruthLikelihoods
+from lune.evaluation.probes import ProbeSuite
 
 # -- USR / APR normalisation: known answers -----------------------------------------------------
 
@@ -190,3 +195,116 @@ def test_tofu_probabilities_and_model_utility() -> None:
     mu = tofu.model_utility({"retain_probability": 0.5, "retain_rouge_l_recall": 0.25, "world_facts_truth_ratio": None})
     assert mu.value == pytest.approx(2 / (2 + 4))
     assert mu.detail["missing"] == ["world_facts_truth_ratio"]
+
+
+# -- exact memorization, extraction strength, privacy leakage ---------------------------------
+
+
+def _extraction_strength_loop(is_argmax: list[bool]) -> float:
+    """open-unlearning's ``extraction_strength`` loop over one answer, restated on booleans: the first
+    ``k`` whose suffix is all greedy, else the loop's last ``k`` (``n - 1``)."""
+    n = len(is_argmax)
+    for k in range(n):
+        if all(is_argmax[k:]):
+            break
+    return 1 - k / n
+
+
+@pytest.mark.parametrize(
+    ("is_argmax", "em", "es"),
+    [
+        ([True, False, True, True], 0.75, 0.5),  # last miss at token 1: k* = 2 of 4
+        ([False, True, True, True, True], 0.8, 0.8),  # k* = 1 of 5
+        ([True, True, True], 1.0, 1.0),  # the whole answer is greedy: k* = 0
+        ([True, True, False], 2 / 3, 0.0),  # even the last token is wrong: k* = n
+        ([False], 0.0, 0.0),
+    ],
+)
+def test_exact_memorization_and_extraction_strength_hand_computed(is_argmax: list[bool], em: float, es: float) -> None:
+    assert memorization.exact_memorization(is_argmax) == pytest.approx(em)
+    assert memorization.extraction_strength(is_argmax) == pytest.approx(es)
+    # open-unlearning's loop agrees whenever the last token is greedy; otherwise it gives 1/n, not 0
+    expected = es if is_argmax[-1] else 1 / len(is_argmax)
+    assert _extraction_strength_loop(is_argmax) == pytest.approx(expected)
+
+
+def test_memorization_means_over_scored_answers() -> None:
+    answers = [[True, False, True, True], [], [True, True, False]]
+    em = memorization.mean_over_answers(answers, memorization.exact_memorization)
+    assert em.value == pytest.approx((0.75 + 2 / 3) / 2) and em.n == 2 and em.detail["skipped"] == 1
+    es = memorization.mean_over_answers(answers, memorization.extraction_strength)
+    assert es.per_item == pytest.approx([0.5, 0.0])
+    assert memorization.exact_memorization([]) is None and memorization.extraction_strength([]) is None
+
+
+def test_privleak_hand_computed() -> None:
+    # retain AUC 0.6: reference 1 - 0.6 = 0.4
+    assert privleak.privleak(0.9, 0.6) == pytest.approx((0.1 - 0.4) / 0.4 * 100)  # -75: forget texts stand out
+    assert privleak.privleak(0.6, 0.6) == pytest.approx(0.0)  # as the retain model: the goal
+    assert privleak.privleak(0.3, 0.6) == pytest.approx(75.0)  # over-unlearned
+    assert privleak.privleak(1.0, 0.5) == pytest.approx(-100.0)
+    assert privleak.privleak(0.7, 1.0) is None and privleak.privleak(None, 0.5) is None
+
+
+def _context(outputs: list[ModelOutputs], retain: ModelOutputs | None) -> MetricContext:
+    return MetricContext("run", ProbeSuite({}), outputs, retain, EvaluateConfig())
+
+
+def _mia(members: list[float], nonmembers: list[float]) -> dict[str, list[dict[str, float]]]:
+    return {"member": [{"min_k": v} for v in members], "nonmember": [{"min_k": v} for v in nonmembers]}
+
+
+def test_privleak_rows_against_the_retain_model() -> None:
+    base = ModelOutputs(ModelSpec("base", "m"), mia=_mia([-1.0, -2.0], [-3.0, -1.5]))  # AUC 3/4
+    lune = ModelOutputs(ModelSpec("lune", "m", "a", "lune"), mia=_mia([-3.5, -2.0], [-3.0, -1.5]))  # AUC 1/4
+    retain = ModelOutputs(ModelSpec("retain_model", "r"), mia=_mia([-2.0, -2.5], [-3.0, -1.5]))  # AUC 2/4
+    rows = privleak.privleak_rows(_context([base, lune], retain)).results
+    values = {r["model_label"]: r["value"] for r in rows}
+    assert values == pytest.approx({"base": -50.0, "lune": 50.0})  # ((1 - AUC) - 0.5) / 0.5 * 100
+    assert {(r["probe_set"], r["metric"]) for r in rows} == {("mia", "privleak")}
+    assert rows[0]["detail"]["auc_retain"] == 0.5 and rows[0]["detail"]["auc"] == 0.75 and rows[0]["n"] == 4
+    assert privleak.privleak_rows(_context([base, lune], None)).results == []  # no retain model: no row
+
+
+def test_memorization_rows_per_group_with_the_retain_reference() -> None:
+    def truth(*answers: list[bool]) -> list[TruthLikelihoods]:
+        return [TruthLikelihoods(-1.0, [], [], list(a)) for a in answers]
+
+    base = ModelOutputs(
+        ModelSpec("base", "m"),
+        truth={"forget": truth([True, True], [True, False]), "retain": truth([True]), "world_facts": truth([True])},
+    )
+    unscored = ModelOutputs(ModelSpec("lune", "m", "a", "lune"), truth={"forget": [TruthLikelihoods(-1.0, [], [])]})
+    retain = ModelOutputs(ModelSpec("retain_model", "r"), truth={"forget": truth([False, True], [False, False])})
+    rows = memorization.memorization_rows(_context([base, unscored], retain)).results
+    got = {(r["model_label"], r["probe_set"], r["metric"]): r for r in rows}
+    assert set(got) == {
+        ("base", f"tofu_{g}", m) for g in ("forget", "retain") for m in ("exact_memorization", "extraction_strength")
+    }
+    assert got[("base", "tofu_forget", "exact_memorization")]["value"] == pytest.approx(0.75)
+    assert got[("base", "tofu_forget", "extraction_strength")]["value"] == pytest.approx(0.5)  # (1 + 0) / 2
+    assert got[("base", "tofu_forget", "exact_memorization")]["detail"] == {"skipped": 0, "retain_model": 0.25}
+    assert got[("base", "tofu_forget", "extraction_strength")]["detail"]["retain_model"] == pytest.approx(0.25)
+    assert got[("base", "tofu_retain", "exact_memorization")]["value"] == 1.0
+
+
+def test_completion_stats_marks_the_teacher_forced_argmax(tiny_model_dir) -> None:
+    import torch
+
+    from lune.core.likelihood import completion_stats
+    from lune.core.models import load_causal_lm
+
+    model, tokenizer = load_causal_lm(tiny_model_dir)
+    prompts = ["Question: Who wrote it?\nAnswer:", "Question: Where?\nAnswer:", ""]
+    completions = [" Basil Mahfouz Al-Kuwaiti wrote it.", " Kuwait", "A plain text to score as a whole."]
+    stats = completion_stats(model, tokenizer, prompts, completions, batch_size=3)
+    plain = completion_stats(model, tokenizer, prompts, completions, batch_size=1, distribution=False)
+    for prompt, completion, got, alone in zip(prompts, completions, stats, plain):
+        head = tokenizer(prompt)["input_ids"] if prompt else [tokenizer.bos_token_id]
+        tail = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([head + tail])).logits[0]
+        expected = (logits[len(head) - 1 : -1].argmax(-1) == torch.tensor(tail)).numpy()
+        assert got.is_argmax.dtype == bool and got.is_argmax.tolist() == expected.tolist()
+        assert alone.is_argmax.tolist() == expected.tolist()  # also without the distribution, unpadded
+        assert alone.mean_logprob == pytest.approx(got.mean_logprob, abs=1e-5)

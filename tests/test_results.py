@@ -4,6 +4,7 @@ evaluation stage writes (the table must show what the report holds)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from lune.results import results_table, write_results
@@ -87,3 +88,29 @@ def test_a_resumed_run_says_what_it_reused_and_what_that_had_cost(tmp_path: Path
     assert next(line for line in lines if "2 stages reused, had taken (s)" in line).split()[-1] == "92"
     fresh = summary_with_report(tmp_path)
     assert "reused" not in results_table(fresh)
+
+
+def test_new_metrics_end_the_mia_and_tofu_block(tmp_path: Path) -> None:
+    summary = summary_with_report(tmp_path)
+    report = Path(summary["evaluation"]["report_files"]["report_json"])
+    document = json.loads(report.read_text(encoding="utf-8"))
+    document["metrics"] += [
+        {"model_label": "lune", "method": "lune", "probe_set": probe_set, "metric": metric, "value": value, "n": 4}
+        for probe_set, metric, value in (
+            ("tofu", "model_utility", 0.4),
+            ("mia", "privleak", -12.5),
+            ("tofu_forget", "exact_memorization", 0.25),
+            ("tofu_forget", "extraction_strength", 0.125),
+        )
+    ]
+    report.write_text(json.dumps(document), encoding="utf-8")
+    titles = [re.split(r"\s{2,}", line.strip())[0] for line in results_table(summary).splitlines()]
+    at = titles.index("TOFU model utility")
+    assert titles[at + 1 : at + 4] == [
+        "privacy leakage (min-k% AUC vs retain, %)",
+        "exact memorization (TOFU forget)",
+        "extraction strength (TOFU forget)",
+    ]
+    assert titles[at + 4] == "APR, role_play"  # the per-family rows still follow
+    lines = results_table(summary).splitlines()
+    assert next(line for line in lines if line.startswith("privacy leakage")).split()[-1] == "-12.500"

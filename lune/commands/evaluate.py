@@ -17,7 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from lune.cli_options import add_model_options
     from lune.evaluation.config import EvaluateConfig
 
-    parser.add_argument("--model", required=True, metavar="DIR", help="the base model (e.g. taught by `lune teach`)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        metavar="MODEL",
+        help="the base model: a folder (e.g. taught by `lune teach`), a GGUF file or a known name (docs/models.md)",
+    )
     parser.add_argument(
         "--adapter",
         action="append",
