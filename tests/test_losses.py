@@ -106,3 +106,71 @@ def test_losses_are_scalars_with_gradients() -> None:
         assert value.dim() == 0
         (grad,) = torch.autograd.grad(value, logits)
         assert grad[0, 2].abs().sum() == 0  # the last position predicts nothing: no gradient
+
+
+# -- SimNPO ----------------------------------------------------------------------------------------
+
+
+def test_sequence_mean_nll_averages_each_sequence_over_its_own_tokens() -> None:
+    logits, labels = two_token_batch()
+    batch_logits = torch.cat([logits, logits])
+    batch_labels = torch.cat([labels, torch.tensor([[IGN, IGN, 1]])])  # second row: only the ln 4 token
+    assert losses.sequence_mean_nll(batch_logits, batch_labels).tolist() == pytest.approx([1.5 * LN2, 2 * LN2])
+
+
+def test_simnpo_forget_loss_values_and_sign() -> None:
+    # At NLL = delta: -(2/beta) log sigmoid(0) = (2/beta) ln 2, whatever delta is.
+    assert losses.simnpo_forget_loss(torch.tensor([0.3, 0.3]), beta=4.5, delta=0.3).item() == pytest.approx(
+        2 * LN2 / 4.5
+    )
+    # beta 2, NLL 1, delta 0.5: -(2/2) log sigmoid(2 * 0.5) = ln(1 + e^-1)
+    value = losses.simnpo_forget_loss(torch.tensor([1.0]), beta=2.0, delta=0.5)
+    assert value.item() == pytest.approx(math.log1p(math.exp(-1)))
+    # Minimising it raises the NLL: the loss falls as the NLL grows (open-unlearning's sign).
+    low, high = (losses.simnpo_forget_loss(torch.tensor([x])).item() for x in (0.5, 3.0))
+    assert high < low
+
+
+def test_simnpo_gradient_is_ascent_at_the_margin_and_fades_past_it() -> None:
+    """d/d(NLL_b) of the forget term is -2 sigmoid(-beta (NLL_b - delta)) / B."""
+    mean_nll = torch.tensor([0.0, 1.0], requires_grad=True)
+    losses.simnpo_forget_loss(mean_nll, beta=2.0, delta=0.0).backward()
+    assert mean_nll.grad.tolist() == pytest.approx([-0.5, -torch.sigmoid(torch.tensor(-2.0)).item()])
+
+
+def test_simnpo_loss_weights_the_forget_term_and_adds_the_retain_nll() -> None:
+    logits, labels = two_token_batch()  # forget: mean NLL 1.5 ln 2
+    retain_labels = torch.tensor([[IGN, IGN, 1]])  # retain NLL ln 4
+    value = losses.simnpo_loss(
+        logits, labels, logits, retain_labels, beta=1.0, delta=0.0, forget_weight=0.5, retain_weight=2.0
+    )
+    # 0.5 * -(2/1) log sigmoid(1.5 ln 2) + 2 ln 4; -log sigmoid(x) = ln(1 + e^-x) and e^(-1.5 ln 2) = 2^-1.5
+    assert value.item() == pytest.approx(math.log1p(2**-1.5) + 4 * LN2)
+
+
+# -- RMU -------------------------------------------------------------------------------------------
+
+
+def test_activation_mse_means_width_then_each_sequence_then_the_batch() -> None:
+    activations = torch.tensor(
+        [
+            [[1.0, 1.0], [3.0, 0.0], [9.0, 9.0]],  # to (1, 0): (0 + 1)/2 = 0.5, (4 + 0)/2 = 2; the third masked
+            [[0.0, 0.0], [7.0, 7.0], [7.0, 7.0]],  # (1 + 0)/2 = 0.5; the others masked
+        ]
+    )
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    target = torch.tensor([1.0, 0.0])  # a vector [H] broadcasts over batch and positions
+    # per sequence (0.5 + 2)/2 = 1.25 and 0.5, mean 0.875 (a token mean would give 1.0)
+    assert losses.activation_mse(activations, target, mask).item() == pytest.approx(0.875)
+    assert losses.activation_mse(activations, activations.clone(), mask).item() == 0.0
+
+
+def test_rmu_loss_adds_the_weighted_retain_distance_to_the_frozen_states() -> None:
+    forget = torch.tensor([[[3.0, 0.0]]])  # to c u = (1, 0): (4 + 0)/2 = 2
+    control = torch.tensor([1.0, 0.0])
+    mask = torch.tensor([[True]])
+    retain, frozen = torch.tensor([[[1.0, 1.0]]]), torch.tensor([[[1.0, 3.0]]])  # (0 + 4)/2 = 2
+    assert losses.rmu_loss(forget, control, mask, frozen, frozen, mask).item() == pytest.approx(2.0)
+    assert losses.rmu_loss(forget, control, mask, retain, frozen, mask, retain_weight=0.25).item() == pytest.approx(
+        2.0 + 0.25 * 2.0
+    )

@@ -22,7 +22,7 @@ from lune.unlearn.trainer import REGISTRY, UnlearnTrainer
 
 def test_each_module_of_the_methods_folder_registers_its_method() -> None:
     modules = {m.name for m in pkgutil.iter_modules(methods_package.__path__)}
-    assert modules == set(METHODS) == {"lune", "grad_ascent", "grad_diff", "npo", "idk", "full_ft"}
+    assert modules == set(METHODS) == {"lune", "grad_ascent", "grad_diff", "npo", "idk", "full_ft", "simnpo", "rmu"}
     for name, cls in METHODS.items():
         assert cls.name == name and cls.__module__ == f"lune.unlearn.methods.{name}"
     assert next(iter(METHODS)) == "lune"  # LUNE first: the default, and the first choice shown
@@ -131,3 +131,50 @@ def test_switching_the_method_of_a_config_drops_its_method_options(tmp_path: Pat
     assert unlearn_settings("--config", str(path))["method_options"] == {"beta": 0.3}
     switched = UnlearnConfig.model_validate(unlearn_settings("--config", str(path), "--method", "idk"))
     assert isinstance(switched.method_options, IdkOptions)
+
+
+# -- SimNPO and RMU ------------------------------------------------------------------------------
+
+
+def test_simnpo_and_rmu_defaults_are_open_unlearnings() -> None:
+    from lune.unlearn.methods.rmu import RmuOptions, default_layer, default_steering
+    from lune.unlearn.methods.simnpo import SimNpoOptions
+
+    simnpo = UnlearnConfig(method="simnpo")
+    assert isinstance(simnpo.method_options, SimNpoOptions)
+    # configs/trainer/SimNPO.yaml: beta 4.5, delta 0, gamma (forget weight) 0.125, alpha (retain) 1
+    assert (simnpo.method_options.beta, simnpo.method_options.delta, simnpo.method_options.forget_weight) == (
+        4.5,
+        0.0,
+        0.125,
+    )
+    assert simnpo.retain_weight == 1.0
+    with pytest.raises(ValidationError, match="simnpo already descends on retain facts"):
+        UnlearnConfig(method="simnpo", retain_anchor="nll")
+    rmu = UnlearnConfig(method="rmu")
+    assert isinstance(rmu.method_options, RmuOptions) and rmu.method_options.layer is None
+    # a third of the depth; configs/trainer/RMU.yaml's c = 2 at width 4096, scaled by sqrt(width)
+    assert [default_layer(n) for n in (1, 4, 30, 32)] == [0, 1, 10, 10]
+    assert (default_steering(4096), default_steering(256), default_steering(576)) == pytest.approx((2.0, 0.5, 0.75))
+
+
+def test_the_rmu_control_vector_is_seeded_nonnegative_and_of_norm_c() -> None:
+    import torch
+
+    from lune.unlearn.methods.rmu import control_vector
+
+    state = torch.get_rng_state()
+    vector = control_vector(256, 0.5, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)  # the global random state is left alone
+    assert vector.shape == (256,) and (vector >= 0).all()
+    assert vector.norm().item() == pytest.approx(0.5)
+    assert torch.equal(vector, control_vector(256, 0.5, seed=3))
+    assert not torch.equal(vector, control_vector(256, 0.5, seed=4))
+
+
+def test_simnpo_and_rmu_settings_on_the_command_line() -> None:
+    settings = unlearn_settings("--method", "rmu", "--rmu-layer", "2", "--rmu-steering-coeff", "1.5")
+    config = UnlearnConfig.model_validate(settings)
+    assert (config.method_options.layer, config.method_options.steering_coeff) == (2, 1.5)
+    config = UnlearnConfig.model_validate(unlearn_settings("--method", "simnpo", "--simnpo-delta", "0.5"))
+    assert config.method_options.delta == 0.5 and config.method_options.beta == 4.5

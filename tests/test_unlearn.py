@@ -382,3 +382,77 @@ def test_lune_needs_negatives(facts, tiny_model_dir) -> None:
     trainer = METHODS["lune"](model, tokenizer, build_data(rows), UnlearnConfig(), progress=False)
     with pytest.raises(LuneError, match="no 'negative' train rows"):
         trainer.train()
+
+
+# -- SimNPO and RMU do their job ---------------------------------------------------------------------
+
+
+def batch_of(trainer, pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    return collate(trainer.encode_pairs(pairs), trainer.pad_id, trainer.device)
+
+
+@pytest.mark.slow
+def test_simnpo_raises_the_forget_nll(taught, data) -> None:
+    """Measured: 30 steps take the forget answers' NLL from 0.09 to 0.32 nats per token, the retain
+    facts' from 0.116 to 0.126 (its forget weight 0.125 makes it slow)."""
+    import torch
+
+    from lune.unlearn.losses import nll
+
+    model, tokenizer = load(taught)
+    config = UnlearnConfig(method="simnpo", **{**QUICK, "max_steps": 30})
+    trainer = METHODS["simnpo"](model, tokenizer, data, config, progress=False)
+    forget = batch_of(trainer, [(f["question"], f["answer"]) for f in data.forget])
+    retain = batch_of(trainer, [(f["question"], f["answer"]) for f in data.retain])
+
+    def nlls() -> tuple[float, float]:
+        trainer.model.eval()
+        with torch.no_grad():
+            return nll(trainer.forward(forget), forget["labels"]).item(), nll(
+                trainer.forward(retain), retain["labels"]
+            ).item()
+
+    forget_before, retain_before = nlls()
+    trainer.train()
+    forget_after, retain_after = nlls()
+    assert forget_after > forget_before + 0.15, (forget_before, forget_after)
+    assert retain_after - retain_before < 0.2 * (forget_after - forget_before), (retain_before, retain_after)
+
+
+@pytest.mark.slow
+def test_rmu_steers_the_layer_on_forget_text_and_holds_it_on_retain(taught, data) -> None:
+    import torch
+
+    from lune.unlearn.losses import activation_mse
+
+    model, tokenizer = load(taught)
+    config = UnlearnConfig(method="rmu", **{**QUICK, "max_steps": 10})
+    trainer = METHODS["rmu"](model, tokenizer, data, config, progress=False)
+    assert trainer.layer == 1 and trainer.control.norm().item() == pytest.approx(0.5)  # defaults at 4 layers, H 256
+    adapted = {int(n.split(".layers.")[1].split(".")[0]) for n, _ in trainer.model.named_parameters() if "lora_" in n}
+    assert adapted == {0, 1}  # adapters only up to the steered layer
+    forget = batch_of(trainer, [(f["question"], f["answer"]) for f in data.forget])
+    retain = batch_of(trainer, [(f["question"], f["answer"]) for f in data.retain])
+
+    def distances() -> tuple[float, float]:
+        """(forget states to c u, retain states to the frozen model's), on the answer positions."""
+        trainer.model.eval()
+        with torch.no_grad():
+            to_control = activation_mse(
+                trainer.forward(forget, hidden_layer=1), trainer.control, forget["labels"] != IGNORE_INDEX
+            )
+            drift = activation_mse(
+                trainer.forward(retain, hidden_layer=1),
+                trainer.frozen_forward(retain, hidden_layer=1),
+                retain["labels"] != IGNORE_INDEX,
+            )
+        return to_control.item(), drift.item()
+
+    # Measured over 10 steps: forget states to c u 0.031 -> 0.011, retain drift 0 -> 0.002 (and the forget
+    # answers' NLL 0.09 -> 1.0 nats per token, the retain facts' 0.12 -> 0.15).
+    to_control, drift = distances()
+    assert drift == 0.0  # the adapter starts at zero: the frozen model itself
+    trainer.train()
+    after, drift_after = distances()
+    assert after < 0.5 * to_control, (to_control, after)
+    assert drift_after < 0.2 * (to_control - after), (to_control, after, drift_after)

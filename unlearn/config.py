@@ -42,7 +42,7 @@ class TeachConfig(ConfigModel):
     enabled: bool = Field(True, description="teach a model the facts before unlearning (TOFU protocol)")
     base_model: str | None = Field(
         None,
-        description="Hugging Face causal LM directory to teach; "
+        description="causal LM to teach: a Hugging Face folder, a GGUF file or a known name (docs/models.md); "
         "none: build the tiny Llama offline (tokenizer trained on the facts)",
     )
     tiny: TinyModelSettings = Field(default_factory=TinyModelSettings, description="shape of the tiny model")
@@ -111,8 +111,10 @@ class UnlearnConfig(ConfigModel):
     retain_anchor: Literal["none", "nll", "kl"] = Field(
         "none", description="keep retained facts: NLL on retain facts, or KL to the frozen model on them"
     )
-    retain_weight: float = Field(1.0, ge=0, description="weight of the retain anchor (and of grad_diff's retain term)")
-    retain_batch_size: int = Field(8, ge=1, description="retain facts per step (anchor, grad_diff)")
+    retain_weight: float = Field(
+        1.0, ge=0, description="weight of the retain anchor (and of the retain terms of grad_diff, simnpo, rmu)"
+    )
+    retain_batch_size: int = Field(8, ge=1, description="retain facts per step (anchor; grad_diff, simnpo, rmu)")
     gradient_checkpointing: bool = Field(False, description="recompute activations in backward (saves memory)")
     eval_every: int = Field(10, ge=1, description="early stopping: measure forget / retain recall every k steps")
     usr_target: float = Field(0.9, gt=0, le=1, description="early stopping: stop once USR reaches this")

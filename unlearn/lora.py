@@ -12,24 +12,29 @@ nothing. ``enable_input_require_grads`` makes the embedding output require grad 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the config imports the methods, which import this module
     from lune.unlearn.config import LoraSettings
 
 
-def attach_lora(model: Any, settings: LoraSettings, *, seed: int = 0) -> Any:
-    """Wrap ``model`` in a PEFT LoRA model (backbone frozen, adapters trainable); return the wrapper."""
+def attach_lora(model: Any, settings: LoraSettings, *, seed: int = 0, layers: Sequence[int] | None = None) -> Any:
+    """Wrap ``model`` in a PEFT LoRA model (backbone frozen, adapters trainable); return the wrapper.
+    ``layers``: adapt only these decoder layers (0-based; PEFT's ``layers_to_transform``), default all."""
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
 
     target = settings.target_modules
+    if target == "all-linear" and layers is not None:  # PEFT takes layers_to_transform with a list only
+        target = linear_module_names(model)
     config = LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=settings.rank,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=target if target == "all-linear" else list(target),
+        layers_to_transform=list(layers) if layers is not None else None,
         bias="none",
     )
     torch.manual_seed(seed)  # A's initialisation
@@ -38,6 +43,20 @@ def attach_lora(model: Any, settings: LoraSettings, *, seed: int = 0) -> Any:
         if "lora_" not in name and param.requires_grad:  # get_peft_model freezes; make sure
             param.requires_grad_(False)
     return peft_model
+
+
+def linear_module_names(model: Any) -> list[str]:
+    """What PEFT's ``all-linear`` adapts, as module names: every ``nn.Linear`` but the output head."""
+    import torch
+
+    head = model.get_output_embeddings()
+    return sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, m in model.named_modules()
+            if isinstance(m, torch.nn.Linear) and m is not head
+        }
+    )
 
 
 def enable_gradient_checkpointing(model: Any) -> None:

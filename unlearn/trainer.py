@@ -17,7 +17,7 @@ copies the model when it needs a reference.
 
 Which facts are used for what: the forget facts (at most ``monitor_forget`` of them) are asked at each
 check; of the retain facts, ``monitor_retain`` are asked at each check (GUR) and the others feed the
-anchor and grad_diff's retain term, so GUR is never measured on facts the run trained on.
+anchor and a method's own retain term (grad_diff, simnpo, rmu), so GUR is never measured on facts the run trained on.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ class UnlearnTrainer:
         self.amp = resolve_autocast(config.autocast, self.device, next(model.parameters()).dtype)
         torch.manual_seed(config.seed)
         if self.uses_lora:
-            model = attach_lora(model, config.lora, seed=config.seed)
+            model = attach_lora(model, config.lora, seed=config.seed, layers=self.adapted_layers(model))
         else:
             for param in model.parameters():
                 param.requires_grad_(True)
@@ -163,6 +163,10 @@ class UnlearnTrainer:
     def learning_rate(self) -> float:
         return self.config.learning_rate
 
+    def adapted_layers(self, model: Any) -> list[int] | None:
+        """The decoder layers (0-based) that get LoRA adapters; None: every layer (RMU: up to the steered one)."""
+        return None
+
     def build_optimizer(self) -> tuple[list[Any], Any, Any]:
         """(trainable parameters, AdamW over them, the warm-up schedule): what the loop steps."""
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -176,23 +180,27 @@ class UnlearnTrainer:
 
     # -- shared machinery ---------------------------------------------------------------------------
 
-    def forward(self, batch: dict[str, Any], model: Any = None) -> Any:
-        """Logits of ``model`` (default: the one being trained) on a training batch (one autocast block:
-        see ``unlearn.loop``)."""
+    def forward(self, batch: dict[str, Any], model: Any = None, *, hidden_layer: int | None = None) -> Any:
+        """Logits of ``model`` (default: the one being trained) on a training batch, or with ``hidden_layer``
+        the hidden states [B, T, H] after that decoder layer (0-based: transformers' ``hidden_states[layer + 1]``,
+        which for the last layer is after the final norm). One autocast block: see ``unlearn.loop``."""
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         with autocast(self.device, self.amp):
-            return (model or self.model)(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            if hidden_layer is None:
+                return (model or self.model)(**inputs).logits
+            return (model or self.model)(**inputs, output_hidden_states=True).hidden_states[hidden_layer + 1]
 
-    def frozen_forward(self, batch: dict[str, Any]) -> Any:
-        """Logits of the frozen model (the adapter disabled; without adapter: a frozen copy), no grad."""
+    def frozen_forward(self, batch: dict[str, Any], *, hidden_layer: int | None = None) -> Any:
+        """:meth:`forward` of the frozen model (the adapter disabled; without adapter: a frozen copy), no grad."""
         import torch
 
         with torch.no_grad():
             if self.uses_lora:
                 with self.model.disable_adapter():
-                    return self.forward(batch)
+                    return self.forward(batch, hidden_layer=hidden_layer)
             if self.reference is None:
                 raise RuntimeError("no reference model prepared")
-            return self.forward(batch, self.reference)
+            return self.forward(batch, self.reference, hidden_layer=hidden_layer)
 
     def anchor_loss(self, retain_batch: dict[str, Any]) -> Any:
         if self.config.retain_anchor == "nll":

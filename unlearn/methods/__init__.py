@@ -1,5 +1,5 @@
 """The unlearning methods, one module each (``lune``, ``grad_ascent``, ``grad_diff``, ``npo``, ``idk``,
-``full_ft``).
+``full_ft``, ``simnpo``, ``rmu``).
 
 A method is a subclass of ``unlearn.trainer.UnlearnTrainer`` with a ``name``; defining it registers
 it. Importing this package imports every module in this folder, so ``METHODS`` holds them all:

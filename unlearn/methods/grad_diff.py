@@ -23,7 +23,7 @@ class GradDiff(GradAscent):
     def check_config(cls, config: UnlearnConfig) -> None:
         if config.retain_anchor == "nll":
             raise ValueError(
-                "grad_diff already descends on retain facts (weight: retain_weight); "
+                f"{cls.name} already descends on retain facts (weight: retain_weight); "
                 "leave retain_anchor at 'none' or use 'kl'"
             )
 
