@@ -33,12 +33,12 @@ def test_defining_a_method_class_registers_it_and_a_name_is_taken_once() -> None
         name = "toy"
 
     try:
-        assert REGISTRY["toy"] is Toy
+        assert REGISTRY.get("toy") is Toy
         assert Toy.options_section(method="toy").method == "toy"  # its member of the options union
-        with pytest.raises(TypeError, match="'toy' is defined twice"):
+        with pytest.raises(ValueError, match="'toy' is defined twice"):
             type("AnotherToy", (UnlearnTrainer,), {"name": "toy"})
     finally:
-        REGISTRY.pop("toy")
+        REGISTRY._entries.pop("toy")
 
 
 def test_method_options_are_typed_per_method() -> None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, create_model
 
 from lune.core.config_base import ConfigModel
+from lune.core.registry import Registry
 from lune.data.errors import LuneError
 from lune.unlearn import losses
 from lune.unlearn.early_stopping import EarlyStopping, Probe, RecallChecks, pick_monitor
@@ -83,7 +84,7 @@ class TrainOutcome:
 
 # Every method class, by name; filled by UnlearnTrainer.__init_subclass__ (read it as
 # unlearn.methods.METHODS, which makes sure every method module was imported).
-REGISTRY: dict[str, type[UnlearnTrainer]] = {}
+REGISTRY: Registry[type[UnlearnTrainer]] = Registry("unlearning method", "lune.unlearn.methods")
 
 
 class UnlearnTrainer:
@@ -100,10 +101,7 @@ class UnlearnTrainer:
         name = cls.__dict__.get("name")
         if name is None:  # an intermediate class, no method of its own
             return
-        if name in REGISTRY:
-            raise TypeError(
-                f"unlearning method {name!r} is defined twice: {REGISTRY[name].__qualname__} and {cls.__qualname__}"
-            )
+        REGISTRY.add(name, cls)  # a name taken by another class is an error naming both
         cls.options_section = create_model(
             cls.Options.__name__ if cls.Options is not MethodOptions else f"{cls.__name__}Options",
             __base__=cls.Options,
@@ -114,7 +112,6 @@ class UnlearnTrainer:
                 Field(name, exclude=True, description="the method these settings are for (set from unlearn.method)"),
             ),
         )
-        REGISTRY[name] = cls
 
     @classmethod
     def check_config(cls, config: UnlearnConfig) -> None:

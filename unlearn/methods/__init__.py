@@ -9,17 +9,11 @@ and ``lune unlearn --method`` know it from then on.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from lune.unlearn.trainer import REGISTRY, UnlearnTrainer
 
 DEFAULT_METHOD = "lune"
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
-
 # LUNE first, the baselines after it in name order (the order of choices and of the documentation).
 METHODS: dict[str, type[UnlearnTrainer]] = {
-    name: REGISTRY[name] for name in sorted(REGISTRY, key=lambda n: (n != DEFAULT_METHOD, n))
+    name: cls for name, cls in sorted(REGISTRY.entries().items(), key=lambda kv: (kv[0] != DEFAULT_METHOD, kv[0]))
 }
