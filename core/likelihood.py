@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from lune.core.tokens import PairIds, prompt_ids
+
 
 @dataclass(frozen=True)
 class TokenStats:
@@ -31,6 +33,13 @@ class TokenStats:
     def n_tokens(self) -> int:
         return int(self.logprobs.shape[0])
 
+    def without_last(self) -> TokenStats:
+        """The same statistics without the last scored token (the answer's EOS: open-unlearning
+        scores it in the loss, probability and truth ratio, but leaves it out of min-k%, min-k%++,
+        exact memorization and extraction strength)."""
+        n = max(self.n_tokens - 1, 0)
+        return TokenStats(self.logprobs[:n], self.mu[:n], self.sigma[:n], self.is_argmax[:n])
+
     @property
     def mean_logprob(self) -> float:
         """``(1/T) sum_t log p(x_t)``: minus the mean NLL."""
@@ -46,37 +55,59 @@ def completion_stats(
     batch_size: int = 16,
     max_length: int = 512,
     distribution: bool = True,
+    eos: bool = False,
 ) -> list[TokenStats]:
-    """:class:`TokenStats` of each ``completion`` given its ``prompt``.
+    """:class:`TokenStats` of each ``completion`` given its rendered ``prompt`` text.
 
-    The prompt is tokenised with the tokenizer's special tokens (BOS), the completion without, and
-    the two are concatenated, so the scored tokens are exactly the completion's. An empty prompt
-    scores the whole text after BOS (membership inference on plain texts). Sequences longer than
-    ``max_length`` keep their first ``max_length`` tokens. ``distribution=False`` skips the mean and
-    deviation over the vocabulary (zeros then): a likelihood alone needs only the gathered tokens.
+    The prompt is tokenised by :func:`lune.core.tokens.prompt_ids` (special tokens once: a chat
+    template's own BOS is not doubled), the completion without special tokens (and EOS after it when
+    ``eos``), and the two are concatenated, so the scored tokens are exactly the completion's. An
+    empty prompt scores the whole text after BOS. See :func:`pair_stats` for the rest.
+    """
+    if len(prompts) != len(completions):
+        raise ValueError("one prompt per completion")
+    end = tokenizer.eos_token_id
+    pairs = []
+    for prompt, completion in zip(prompts, completions):
+        tail = list(tokenizer(completion, add_special_tokens=False)["input_ids"]) if completion else []
+        if eos and end is not None:
+            tail.append(end)
+        pairs.append(PairIds(tuple(prompt_ids(tokenizer, prompt)), tuple(tail)))
+    return pair_stats(model, tokenizer, pairs, batch_size=batch_size, max_length=max_length, distribution=distribution)
+
+
+def pair_stats(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PairIds],
+    *,
+    batch_size: int = 16,
+    max_length: int = 512,
+    distribution: bool = True,
+) -> list[TokenStats]:
+    """:class:`TokenStats` of each pair's answer tokens given its prompt tokens
+    (:func:`lune.core.tokens.encode_pair`: the ids teaching trains on).
+
+    Sequences longer than ``max_length`` keep their first ``max_length`` tokens. ``distribution=False``
+    skips the mean and deviation over the vocabulary (zeros then): a likelihood alone needs only the
+    gathered tokens.
     """
     import torch
 
-    if len(prompts) != len(completions):
-        raise ValueError("one prompt per completion")
     was_training = model.training
     model.eval()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = next(model.parameters()).device
     # Texts of similar length share a batch (less padding); results go back in the callers' order.
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]) + len(completions[i]))
-    out: list[TokenStats | None] = [None] * len(prompts)
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].ids))
+    out: list[TokenStats | None] = [None] * len(pairs)
     try:
         for start in range(0, len(order), batch_size):
             batch_rows = order[start : start + batch_size]
             rows = []
-            for prompt, completion in ((prompts[i], completions[i]) for i in batch_rows):
-                head = tokenizer(prompt, add_special_tokens=True)["input_ids"] if prompt else []
-                if not head and tokenizer.bos_token_id is not None:
-                    head = [tokenizer.bos_token_id]
-                tail = tokenizer(completion, add_special_tokens=False)["input_ids"]
-                ids = (head + tail)[:max_length]
-                rows.append((ids, min(len(head), len(ids))))
+            for pair in (pairs[i] for i in batch_rows):
+                ids = list(pair.ids)[:max_length]
+                rows.append((ids, min(len(pair.prompt), len(ids))))
             width = max(len(ids) for ids, _ in rows)
             input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lune.core.model_refs import resolve_model
+from lune.core.tokens import prompt_ids
 from lune.data.errors import LuneError
 
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM 0.32 accepts as max_lora_rank
@@ -136,7 +137,10 @@ class VLLMEngine:
             SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=max_tokens, stop=list(stop) or None)
             for _ in prompts
         ]
-        outputs = self.llm.generate(list(prompts), params, use_tqdm=False, lora_request=self.lora_request(adapter))
+        # Token ids, not text: vLLM would add the tokenizer's BOS to a chat template's own (core/tokens.py).
+        tokenizer = self.tokenizer
+        inputs = [{"prompt_token_ids": prompt_ids(tokenizer, p)} for p in prompts]
+        outputs = self.llm.generate(inputs, params, use_tqdm=False, lora_request=self.lora_request(adapter))
         return [output.outputs[0].text.strip() if output.outputs else "" for output in outputs]
 
     def close(self) -> None:

@@ -5,9 +5,13 @@
 | ``forget`` | the original questions of the forget facts (of the curated set, else all) | the key span is gone |
 | ``paraphrase`` | held-out generated paraphrases of the curated set + dataset paraphrased questions | gone |
 | ``attack`` | held-out generated attacks + RWKU level-3 adversarial queries, with attack type | gone |
-| ``retain`` | retain facts (RWKU neighbors excluded) of the same corpora | still stated |
+| ``retain`` | retain facts (RWKU neighbors excluded) of the same corpora (see below) | still stated |
 | ``neighbor`` | RWKU neighbor facts (retain split, group ``neighbor_level*``) | still stated |
 | ``utility`` | TOFU world facts / real authors (split ``utility``) | still stated |
+
+Retain probes: where some of a corpus's retain facts have perturbed answers (TOFU's
+``retain_perturbed``, open-unlearning's retain ROUGE set), those facts only; ``retain_probes="all"``
+takes every retain fact (lune's old variant).
 
 Paraphrase and attack probes are held out: one whose text the curated set trains on (a dataset
 paraphrased question used as a training prompt) is left out, and the notes count them.
@@ -20,11 +24,12 @@ question):
    target) against its ``mia_nonmember`` texts (RWKU retain_mia), each scored as a whole;
 2. otherwise the forget facts' answers against ``holdout`` facts' answers (never taught), each
    scored given its question in the prompt layout (only the answer tokens count: the questions of
-   taught facts are memorised too, and would separate members from non-members by themselves);
-3. with no holdout facts, against the forget facts' dataset perturbed answers given the same
-   questions, minus any text the unlearning set trained on: facts the model was never taught in
-   the same template. This is the case of TOFU here when no holdout split is ingested (its forget
-   and retain splits are both taught).
+   taught facts are memorised too, and would separate members from non-members by themselves).
+   This is TOFU's protocol in open-unlearning (MIA and privleak on forget vs holdout); the TOFU
+   loader makes the holdout split (``data/loaders/tofu.py``);
+3. with no holdout facts, or with ``mia_nonmembers="perturbed"`` (lune's old variant), against the
+   forget facts' dataset perturbed answers given the same questions, minus any text the
+   unlearning set trained on: answers the model was never taught, in the same template.
 
 A corpus with no non-member texts at all is left out of MIA (``ProbeSuite.notes`` says so, and
 says which rule each corpus used).
@@ -162,13 +167,16 @@ def load_probe_suite(
     include_dataset_probes: bool = True,
     mia: bool = True,
     tofu: bool = True,
+    mia_nonmembers: str = "holdout",
+    retain_probes: str = "retain_perturbed",
 ) -> ProbeSuite:
     """Build every probe set from the store (see the module docstring for what goes where).
 
     ``set_id``: a curated set name or id (its forget facts and held-out eval items, read through
     :func:`data.export.curated_rows`); None takes every forget fact and no generated probes.
     ``max_per_set`` caps each set (and each MIA side) to a fixed pseudo-random subset so that
-    evaluation time stays bounded.
+    evaluation time stays bounded. ``mia_nonmembers`` (holdout / perturbed) and ``retain_probes``
+    (retain_perturbed / all): ``EvaluateConfig``'s settings of the same names.
     """
     notes: list[str] = []
     rows: dict[str, list[dict[str, Any]]] = {"train": [], "eval": [], "forget": []}
@@ -283,7 +291,10 @@ def load_probe_suite(
             p if p.attack_type else EvalProbe(**{**p.__dict__, "attack_type": "unspecified"})
             for p in held_out["attack"]
         ],
-        "retain": [_fact_probe("retain", f) for f in same_corpus(q.facts_of_split(store, "retain", neighbor=False))],
+        "retain": [
+            _fact_probe("retain", f)
+            for f in _retain_facts(store, same_corpus(q.facts_of_split(store, "retain", neighbor=False)), retain_probes)
+        ],
         "neighbor": [_fact_probe("neighbor", f) for f in same_corpus(q.facts_of_split(store, "retain", neighbor=True))],
         "utility": [_fact_probe("utility", f) for f in q.facts_of_split(store, "utility")],
     }
@@ -291,12 +302,25 @@ def load_probe_suite(
     suite = ProbeSuite(probes, set_id=set_id, notes=notes)
     if mia:
         trained = {r["target"] for r in rows["train"]} | {r["prompt"] for r in rows["train"]}
-        suite.mia_members, suite.mia_nonmembers = _mia_texts(store, trained, forget, subjects, corpora, notes)
+        suite.mia_members, suite.mia_nonmembers = _mia_texts(
+            store, trained, forget, subjects, corpora, notes, holdout=mia_nonmembers == "holdout"
+        )
         suite.mia_members = _cap(suite.mia_members, max_per_set, "text_id")
         suite.mia_nonmembers = _cap(suite.mia_nonmembers, max_per_set, "text_id")
     if tofu:
         suite.truth = _truth_items(store, forget, same_corpus, max_per_set)
     return suite
+
+
+def _retain_facts(store: Store, facts: list[dict[str, Any]], which: str) -> list[dict[str, Any]]:
+    """The retain probe set's facts: with ``which="retain_perturbed"``, per corpus, the facts that
+    have perturbed answers when some do (TOFU's ``retain_perturbed``: open-unlearning's retain ROUGE
+    set), else all; ``"all"``: every fact."""
+    if which == "all" or not facts:
+        return facts
+    with_perturbed = {r["fact_id"] for r in q.fact_probes(store, ["perturbed_answer"], [f["fact_id"] for f in facts])}
+    corpora_with = {f["corpus"] for f in facts if f["fact_id"] in with_perturbed}
+    return [f for f in facts if f["corpus"] not in corpora_with or f["fact_id"] in with_perturbed]
 
 
 def _mia_texts(
@@ -306,9 +330,12 @@ def _mia_texts(
     subjects: Sequence[str],
     corpora: Sequence[str],
     notes: list[str],
+    *,
+    holdout: bool = True,
 ) -> tuple[list[MiaText], list[MiaText]]:
     """Members and non-members, chosen per corpus so that both sides are texts of one kind
-    (``trained``: texts the unlearning set trained on, never non-members)."""
+    (``trained``: texts the unlearning set trained on, never non-members; ``holdout``: holdout facts
+    as non-members where the corpus has them)."""
     members: list[MiaText] = []
     nonmembers: list[MiaText] = []
     for corpus in corpora:
@@ -332,7 +359,7 @@ def _mia_texts(
             ]
             outside = [
                 MiaText(f["fact_id"], f["answer"], False, "holdout_fact", f["fact_id"], f["question"])
-                for f in q.facts_of_split(store, "holdout")
+                for f in (q.facts_of_split(store, "holdout") if holdout else [])
                 if f["corpus"] == corpus
             ]
             how = "forget facts' answers vs holdout facts' answers (never taught), each given its question"

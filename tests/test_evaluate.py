@@ -99,14 +99,17 @@ def test_probe_suite_from_store(sample_store: Store) -> None:
     attack_types = {p.attack_type for p in suite.probes["attack"]}
     assert "prefix_injection" in attack_types and "in_context_learning" in attack_types  # one vocabulary
     assert all(p.key_span for p in suite.all_probes())
-    # MIA per corpus: RWKU's own passages; TOFU's forget Q&A against perturbed answers
+    # MIA per corpus: RWKU's own passages; TOFU's forget Q&A against the holdout facts' (never taught)
     sources = {(t.source, t.member) for t in suite.mia_members + suite.mia_nonmembers}
     assert sources == {
         ("mia_member", True),
         ("mia_nonmember", False),
         ("forget_fact", True),
-        ("perturbed_answer", False),
+        ("holdout_fact", False),
     }
+    assert sum(t.source == "holdout_fact" for t in suite.mia_nonmembers) == 40  # as many as forget01
+    old = load_probe_suite(sample_store, None, max_per_set=None, mia_nonmembers="perturbed")
+    assert {t.source for t in old.mia_nonmembers} == {"mia_nonmember", "perturbed_answer"}  # lune's old variant
     assert any("MIA on rwku: the dataset's" in n for n in suite.notes)
     assert set(suite.truth) == {"forget", "retain", "real_authors", "world_facts"}
     item = suite.truth["forget"][0]
@@ -213,7 +216,8 @@ def inputs() -> tuple[ProbeSuite, list[ModelOutputs], ModelOutputs, EvaluateConf
     retain = ModelOutputs(
         ModelSpec("retain_model", "retain"), truth={"forget": [TruthLikelihoods(-2.0, [-2.0], [-2.1, -2.1])]}
     )
-    return _suite(), [base, lune], retain, EvaluateConfig()
+    # the suite's TOFU utility is world facts alone: model utility of what is there (lune's old variant)
+    return _suite(), [base, lune], retain, EvaluateConfig(utility_missing="skip")
 
 
 @pytest.fixture

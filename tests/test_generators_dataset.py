@@ -42,7 +42,7 @@ def test_select_facts_by_split_and_where(store) -> None:
     assert len(forget) == 43 and [f["fact_id"] for f in forget] == sorted(f["fact_id"] for f in forget)
     rwku = q.select_facts(store, split="forget", where="corpus = 'rwku' AND key_span <> '1947'")
     assert sorted(f["answer"] for f in rwku) == ["Peter Straub", "Richard Bachman"]
-    assert len(q.select_facts(store)) == q.count_facts(store) == 261 + 3  # the sample's rows, the RWKU-like ones
+    assert len(q.select_facts(store)) == q.count_facts(store) == 300 + 3  # the sample's rows, the RWKU-like ones
     with pytest.raises(LuneError, match="not a valid condition on table facts"):
         q.select_facts(store, where="no_such_column = 1")
 

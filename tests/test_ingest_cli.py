@@ -177,12 +177,12 @@ def test_reingest_adds_nothing(db_path: Path) -> None:
 def test_cli_ingest_sample_then_stats(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ingest", "tofu", str(SAMPLE), "--forget", "forget01", "--db", str(db_path)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("ingested 261 facts, 1580 probes from 8 files")
+    assert out.startswith("ingested 300 facts, 1580 probes from 8 files")
     assert main(["stats", "--db", str(db_path)]) == 0
     out = capsys.readouterr().out
     assert "facts by corpus and split" in out
     assert any(line.split()[:4] == ["tofu", "forget", "forget01", "40"] for line in out.splitlines())
-    assert any(line.split() == ["facts", "261"] for line in out.splitlines())
+    assert any(line.split() == ["facts", "300"] for line in out.splitlines())
 
 
 def test_cli_ingest_a_benchmark_by_reference(db_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -275,7 +275,7 @@ def test_cli_sql_is_read_only(db_path: Path, capsys: pytest.CaptureFixture[str],
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("lune sql: error: this connection is read-only")
     with Store(db_path, read_only=True) as store:
-        assert store.scalar("SELECT count(*) FROM facts") == 261
+        assert store.scalar("SELECT count(*) FROM facts") == 300
         assert store.scalar("SELECT count(*) FROM runs") == 1
 
 
@@ -288,14 +288,16 @@ def test_cli_sql_formats(db_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         "split      n",
         "-------  ---",
         "forget    40",
-        "retain   161",
+        "holdout   40",
+        "retain   160",
         "utility   60",
-        "(3 rows)",
+        "(4 rows)",
     ]
     assert main(["sql", query, "--db", str(db_path), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == [
         {"split": "forget", "n": 40},
-        {"split": "retain", "n": 161},
+        {"split": "holdout", "n": 40},
+        {"split": "retain", "n": 160},
         {"split": "utility", "n": 60},
     ]
     assert main(["sql", "SELEC 1", "--db", str(db_path)]) == 2
@@ -321,9 +323,9 @@ def test_ingest_flow(prefect_harness: None, db_path: Path) -> None:
     result = ingest_flow(
         str(db_path), [{"format": "tofu", "path": str(SAMPLE), "forget": "forget01"}], run_id="ingest-test-run"
     )
-    assert (result["facts"], result["probes"], result["run_id"]) == (261, 1580, "ingest-test-run")
+    assert (result["facts"], result["probes"], result["run_id"]) == (300, 1580, "ingest-test-run")
     with Store(db_path, read_only=True) as store:
         assert store.query("SELECT run_id, kind, status FROM runs") == [
             {"run_id": "ingest-test-run", "kind": "ingest", "status": "completed"}
         ]
-        assert store.scalar("SELECT count(*) FROM facts") == 261
+        assert store.scalar("SELECT count(*) FROM facts") == 300

@@ -133,7 +133,7 @@ def _stats(logprobs: list[float], mu: list[float] | None = None, sigma: list[flo
 def test_mia_scores_hand_computed() -> None:
     stats = _stats([-1.0, -5.0, -3.0, -0.5, -2.0], mu=[-1.0, -2.0, -2.0, -1.0, -2.0], sigma=[1.0, 2.0, 0.5, 1.0, 1.0])
     assert mia.loss_score(stats) == pytest.approx(-2.3)
-    assert mia.min_k_score(stats, 0.4) == pytest.approx(-4.0)  # ceil(0.4 * 5) = 2 lowest: -5, -3
+    assert mia.min_k_score(stats, 0.4) == pytest.approx(-4.0)  # floor(0.4 * 5) = 2 lowest: -5, -3
     assert mia.min_k_score(stats, 0.01) == pytest.approx(-5.0)  # at least one token
     # standardised: 0, -1.5, -2, 0.5, 0 -> two lowest -2, -1.5
     assert mia.min_k_plus_plus_score(stats, 0.4) == pytest.approx(-1.75)

@@ -87,7 +87,7 @@ def test_lune_sql_refuses_every_escape_and_changes_nothing(stores, capsys: pytes
 def test_lune_sql_still_answers_queries_and_views(stores, capsys: pytest.CaptureFixture[str]) -> None:
     db, _ = stores
     for statement, expected in [
-        ("SELECT count(*) AS n FROM facts", "n\n---\n264\n(1 row)"),
+        ("SELECT count(*) AS n FROM facts", "n\n---\n303\n(1 row)"),
         ("WITH f AS (SELECT split FROM facts) SELECT count(DISTINCT split) AS n FROM f", "n\n-\n3\n(1 row)"),
     ]:
         assert main(["sql", statement, "--db", str(db)]) == 0

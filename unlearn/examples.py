@@ -1,11 +1,8 @@
-"""Token-level training examples shared by teach and unlearn: a prompt and a target laid out as
-``data.prompt_format`` lays them out (what the model is asked at evaluation time), tokenised, with
-the labels that say which tokens a loss scores, and padded batches of them.
-
-The prompt is tokenised with the tokenizer's special tokens (BOS) and the target without, then
-concatenated (as ``evaluation.likelihood`` scores completions), so the scored tokens are exactly the
-target's whatever the tokenizer does at the boundary. An EOS closes the target: the model learns
-where an answer ends, and greedy answers at the checks stop there.
+"""Token-level training examples shared by teach and unlearn: a prompt and a target tokenised by
+``core/tokens.py`` (the ids the model is asked and scored with at evaluation time: one BOS, the
+answer's first token as it follows the prompt), with the labels that say which tokens a loss scores,
+and padded batches of them. An EOS closes the target: the model learns where an answer ends, and
+greedy answers at the checks stop there.
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lune.core.prompt_format import format_completion, render_prompt
+from lune.core.tokens import encode_pair
 from lune.unlearn.losses import IGNORE_INDEX
 
 # Padding lengths are rounded up to a multiple of this: CPU kernels are set up once per shape, and
@@ -39,17 +36,16 @@ class Example:
 def encode(
     tokenizer: Any, question: str, answer: str, *, max_length: int, score_prompt: bool = False, index: int = 0
 ) -> Example:
-    """``render_prompt(question) + format_completion(answer) + EOS``, scored on the answer (and EOS)
+    """The prompt of ``question`` + ``answer`` + EOS as :func:`lune.core.tokens.encode_pair` builds
+    them (the same ids evaluation scores and generation prompts with), scored on the answer (and EOS)
     only, or on every token after BOS when ``score_prompt`` (teaching: full-sequence loss)."""
-    head = tokenizer(render_prompt(tokenizer, question), add_special_tokens=True)["input_ids"]
-    tail = tokenizer(format_completion(answer), add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        tail = tail + [tokenizer.eos_token_id]
-    ids = (head + tail)[:max_length]
+    pair = encode_pair(tokenizer, question, answer, eos=True)
+    ids = list(pair.ids)[:max_length]
+    head = len(pair.prompt)
     if score_prompt:
         labels = list(ids)
     else:
-        labels = [IGNORE_INDEX] * min(len(head), len(ids)) + ids[len(head) :]
+        labels = [IGNORE_INDEX] * min(head, len(ids)) + ids[head:]
     return Example(tuple(ids), tuple(labels), index)
 
 

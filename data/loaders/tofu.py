@@ -8,9 +8,18 @@ A TOFU folder holds ``forgetNN.json`` / ``retain{100-NN}.json`` (the two halves 
 |---|---|
 | ``forgetNN.json`` | facts, split ``forget``, group ``forgetNN`` |
 | ``retain{100-NN}.json`` | facts, split ``retain`` |
+| ``holdoutNN.json`` (if the folder has it, as the Hub's TOFU does) | facts, split ``holdout``, group ``holdoutNN`` |
 | ``world_facts.json``, ``real_authors.json`` | facts, split ``utility``; the answer is the key span; options in ``extra`` |
 | ``forgetNN_perturbed.json``, ``retain_perturbed.json`` | probes ``paraphrased_question``, ``paraphrased_answer``, ``perturbed_answer`` (one per wrong answer) |
 | ``world_facts_perturbed.json``, ``real_authors_perturbed.json`` | probes ``perturbed_answer`` |
+
+**Holdout.** Membership inference on TOFU (open-unlearning's MIA and privleak) compares the forget
+facts with facts of the same kind the model never saw: the ``holdoutNN`` split, the same size as
+``forgetNN``. lune teaches its own model, so when the folder has no ``holdoutNN.json`` the loader
+holds out that many rows of the retain file instead (whole authors, the last ones of the file that
+``retain_perturbed.json`` does not cover, so TOFU's retain evaluation set stays taught): they become
+split ``holdout`` (group ``holdoutNN``), which teaching leaves out. When the retain file has fewer
+such rows, the holdout is smaller (possibly empty); :func:`holdout_note` says so.
 
 A probe is tied to its fact by the fact's content id (corpus + question + answer), so the link holds
 whichever file the fact came from. Authors have no name field: the subject of each block of 20
@@ -83,6 +92,46 @@ def retain_stem(forget: str) -> str:
     return f"retain{100 - int(match.group(1)):02d}"
 
 
+def holdout_stem(forget: str) -> str:
+    """The holdout split the same size as a forget split: ``forget05`` -> ``holdout05``."""
+    return "holdout" + forget.removeprefix("forget")
+
+
+def _perturbed_keys(path: Path, corpus: str) -> set[str]:
+    """Fact ids of the rows of a ``*_perturbed.json`` file (empty when it is missing; its bad rows
+    are reported when it is loaded as probes)."""
+    if not path.exists():
+        return set()
+    keys = set()
+    for item in read_jsonl(path, []):
+        question, answer = item.obj.get("question"), item.obj.get("answer")
+        if isinstance(question, str) and isinstance(answer, str):
+            keys.add(fact_id(corpus, question.strip(), answer.strip()))
+    return keys
+
+
+def hold_out_authors(retain: list[dict], wanted: int, covered: set[str], group: str) -> int:
+    """Mark whole authors (blocks of 20 rows) of the ``retain`` fact rows as split ``holdout``
+    (group ``group``), from the last author back, skipping any author with a row in ``covered``
+    (TOFU's retain evaluation set), until ``wanted`` rows are held out or none is left. Returns how
+    many rows were held out (``wanted`` when the file has enough)."""
+    blocks: dict[int, list[dict]] = {}
+    for row in retain:
+        blocks.setdefault((row["source_line"] - 1) // ROWS_PER_AUTHOR, []).append(row)
+    held = 0
+    for key in sorted(blocks, reverse=True):
+        block = blocks[key]
+        if held + len(block) > wanted or any(row["fact_id"] in covered for row in block):
+            continue
+        for row in block:
+            row["split"] = "holdout"
+            row["group_name"] = group
+        held += len(block)
+        if held == wanted:
+            break
+    return held
+
+
 def load(source: IngestSource, *, progress: bool = False) -> list[LoadedFile]:
     folder = require_path(source.path, "TOFU folder")
     if not folder.is_dir():
@@ -102,10 +151,15 @@ def load(source: IngestSource, *, progress: bool = False) -> list[LoadedFile]:
                 f"{retain}.json in {folder}"
             )
 
-    files = [
-        _load_facts(folder / f"{forget}.json", corpus, "forget", progress),
-        _load_facts(folder / f"{retain}.json", corpus, "retain", progress),
-    ]
+    forget_file = _load_facts(folder / f"{forget}.json", corpus, "forget", progress)
+    retain_file = _load_facts(folder / f"{retain}.json", corpus, "retain", progress)
+    files = [forget_file, retain_file]
+    holdout = holdout_stem(forget)
+    if (folder / f"{holdout}.json").exists():
+        files.append(_load_facts(folder / f"{holdout}.json", corpus, "holdout", progress))
+    else:
+        covered = _perturbed_keys(folder / "retain_perturbed.json", corpus)
+        hold_out_authors(retain_file.facts, len(forget_file.facts), covered, holdout)
     for stem in UTILITY_FILES:
         if (folder / f"{stem}.json").exists():
             files.append(_load_facts(folder / f"{stem}.json", corpus, "utility", progress))

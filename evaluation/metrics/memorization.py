@@ -3,8 +3,10 @@ reproduces under teacher forcing, i.e. with each answer token predicted from the
 true answer before it (open-unlearning's ``exact_memorization`` and ``extraction_strength``).
 
 Both read one boolean per answer token, ``m_t = [a_t = argmax_z p(z | q, a_<t)]``, computed in the
-same forward pass as the answer's likelihood (``core/likelihood.py``). Reported on the TOFU forget
-items (and the retain items, for reference) of every model.
+same forward pass as the answer's likelihood (``core/likelihood.py``), over the answer's own tokens:
+the EOS that the likelihood scores (``EvaluateConfig.score_eos``) is left out here, as
+open-unlearning's ``tokenwise_logprobs`` leaves it out. Reported on the TOFU forget items (and the
+retain items, for reference) of every model.
 
     >>> exact_memorization([True, False, True, True])
     0.75

@@ -8,7 +8,9 @@ the forget texts are indistinguishable from unseen ones, which is what unlearnin
 - ``zlib``: ``-NLL / zlib(x)``, the mean negative log-likelihood over the zlib-compressed length
   of the text in bytes (Carlini et al., 2021): texts that are merely easy (repetitive) are
   discounted.
-- ``min_k``: mean of the k% lowest token log-likelihoods (Shi et al., 2024, Min-K% Prob).
+- ``min_k``: mean of the k% lowest token log-likelihoods (Shi et al., 2024, Min-K% Prob): the
+  ``max(1, floor(k * T))`` lowest of the ``T`` scored tokens (open-unlearning's ``int(len * k)``,
+  k = 0.4 by default); ``rounding="ceil"`` is lune's old count ``max(1, ceil(k * T))``.
 - ``min_k_plus_plus``: mean of the k% lowest standardised token log-likelihoods
   ``(log p(x_t) - mu_t) / sigma_t``, with ``mu_t`` and ``sigma_t`` the mean and standard deviation of
   ``log p(z)`` for ``z`` drawn from the model's own next-token distribution (Zhang et al., 2024,
@@ -23,6 +25,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -32,14 +35,21 @@ from lune.evaluation.metrics.registry import MetricContext, MetricRows, finite_o
 from lune.evaluation.metrics.result import MetricResult
 
 SCORE_NAMES: tuple[str, ...] = ("loss", "zlib", "min_k", "min_k_plus_plus")
-DEFAULT_K = 0.2
+DEFAULT_K = 0.4  # open-unlearning's TOFU and MUSE configs (mia_min_k.yaml)
+Rounding = Literal["floor", "ceil"]
 
 
-def _lowest_k_mean(values: np.ndarray, k: float) -> float:
+def lowest_k_count(n: int, k: float, rounding: Rounding = "floor") -> int:
+    """How many of ``n`` token scores min-k% averages: ``max(1, floor(k * n))`` (open-unlearning) or
+    ``max(1, ceil(k * n))`` (lune's old variant)."""
+    product = n * k  # the float product, as both originals compute it
+    return max(1, int(product) if rounding == "floor" else math.ceil(product))
+
+
+def _lowest_k_mean(values: np.ndarray, k: float, rounding: Rounding = "floor") -> float:
     if values.size == 0:
         return float("nan")
-    count = max(1, math.ceil(k * values.size))
-    return float(np.sort(values)[:count].mean())
+    return float(np.sort(values)[: lowest_k_count(values.size, k, rounding)].mean())
 
 
 def loss_score(stats: TokenStats) -> float:
@@ -51,22 +61,27 @@ def zlib_score(stats: TokenStats, text: str) -> float:
     return stats.mean_logprob / len(zlib.compress(text.encode("utf-8")))
 
 
-def min_k_score(stats: TokenStats, k: float = DEFAULT_K) -> float:
-    return _lowest_k_mean(stats.logprobs, k)
+def min_k_score(stats: TokenStats, k: float = DEFAULT_K, rounding: Rounding = "floor") -> float:
+    return _lowest_k_mean(stats.logprobs, k, rounding)
 
 
-def min_k_plus_plus_score(stats: TokenStats, k: float = DEFAULT_K) -> float:
+def min_k_plus_plus_score(stats: TokenStats, k: float = DEFAULT_K, rounding: Rounding = "floor") -> float:
     standardised = (stats.logprobs - stats.mu) / np.maximum(stats.sigma, 1e-6)
-    return _lowest_k_mean(standardised, k)
+    return _lowest_k_mean(standardised, k, rounding)
 
 
-def mia_scores(stats: TokenStats, text: str, k: float = DEFAULT_K) -> dict[str, float]:
-    """All four scores of one text."""
+def mia_scores(
+    stats: TokenStats, text: str, k: float = DEFAULT_K, rounding: Rounding = "floor", *, eos_scored: bool = False
+) -> dict[str, float]:
+    """All four scores of one text. ``eos_scored``: the last of ``stats`` is the answer's EOS, which
+    the loss and zlib scores count and min-k% / min-k%++ leave out (as open-unlearning: its
+    ``evaluate_probability`` scores every label, its ``tokenwise_logprobs`` all but the last)."""
+    tokens = stats.without_last() if eos_scored else stats
     return {
         "loss": loss_score(stats),
         "zlib": zlib_score(stats, text),
-        "min_k": min_k_score(stats, k),
-        "min_k_plus_plus": min_k_plus_plus_score(stats, k),
+        "min_k": min_k_score(tokens, k, rounding),
+        "min_k_plus_plus": min_k_plus_plus_score(tokens, k, rounding),
     }
 
 

@@ -5,7 +5,10 @@ model's.
 ``AUC`` is :func:`lune.evaluation.metrics.mia.mia_auc` of the ``min_k`` score, forget texts
 (members) against never-seen texts (non-members), oriented as everywhere in lune (and as in
 open-unlearning): 1.0 = every forget text looks more like training data than every unseen one. The
-retain model never saw the forget texts, so its AUC is what a model that truly forgot gives.
+retain model never saw the forget texts, so its AUC is what a model that truly forgot gives. On
+TOFU the non-members are the holdout facts (``EvaluateConfig.mia_nonmembers``) and min-k% takes
+k = 0.4 rounded down (``min_k``, ``min_k_rounding``): open-unlearning's ``privleak`` on the same
+inputs.
 
     >>> privleak(0.75, 0.5)
     -50.0
@@ -53,6 +56,12 @@ def privleak_rows(ctx: MetricContext) -> MetricRows:
         if auc is None:
             continue
         n = len(out.mia["member"]) + len(out.mia["nonmember"])
-        detail = {"score": SCORE, "k": ctx.config.min_k, "auc": auc, "auc_retain": reference}
+        detail = {
+            "score": SCORE,
+            "k": ctx.config.min_k,
+            "rounding": ctx.config.min_k_rounding,
+            "auc": auc,
+            "auc_retain": reference,
+        }
         rows.results.append(ctx.result(out, "mia", "privleak", privleak(auc, reference), n=n, detail=detail))
     return rows

@@ -10,7 +10,10 @@ Inputs are plain numbers: for an answer ``a`` to question ``q``, ``lp(a) = (1/|a
   (the retain model), on the forget questions. High (> 0.05) means indistinguishable.
 - model utility: harmonic mean (``scipy.stats.hmean``) of, on each of retain / real authors / world
   facts, the answer probability, the ROUGE-L recall of the greedy answer, and the truth-ratio
-  statistic ``mean max(0, 1 - R)``.
+  statistic ``mean max(0, 1 - R)``: nine numbers, as open-unlearning's ``model_utility``. Retain
+  ROUGE is read on the retain probe set, which is TOFU's ``retain_perturbed`` facts by default
+  (``EvaluateConfig.retain_probes``). A missing component is an error by default
+  (``utility_missing``); ``skip`` is lune's old harmonic mean of those present.
 
 The family writes them as ``eval_results`` rows (probe sets ``tofu_<group>`` and ``tofu``) and one
 ``eval_items`` row per TOFU item and model (the retain model's forget items too).
@@ -21,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from lune.data.errors import LuneError
 from lune.evaluation.metrics.registry import MetricContext, MetricRows, finite_or_none, metric
 from lune.evaluation.metrics.result import MetricResult
 from lune.evaluation.metrics.rouge import rouge_l_recall
@@ -88,15 +92,39 @@ def relative_answer_probability(answer_lp: Sequence[float], perturbed_lp: Sequen
     return MetricResult.mean_of(per_item)
 
 
-def model_utility(components: Mapping[str, float | None]) -> MetricResult:
+UTILITY_GROUPS: tuple[str, ...] = ("retain", "real_authors", "world_facts")
+UTILITY_STATS: tuple[str, ...] = ("probability", "rouge_l_recall", "truth_ratio")
+# open-unlearning's model_utility.yaml: retain_Q_A_Prob, retain_Q_A_ROUGE, retain_Truth_Ratio, ra_*, wf_*
+UTILITY_COMPONENTS: tuple[str, ...] = tuple(f"{g}_{s}" for g in UTILITY_GROUPS for s in UTILITY_STATS)
+
+
+class MissingUtilityComponents(ValueError):
+    """Model utility was asked with all nine components and some are missing (``.missing``)."""
+
+    def __init__(self, missing: list[str]):
+        super().__init__(
+            f"TOFU model utility needs {len(UTILITY_COMPONENTS)} components; missing: {', '.join(missing)}"
+        )
+        self.missing = missing
+
+
+def model_utility(components: Mapping[str, float | None], *, require_all: bool = False) -> MetricResult:
     """Harmonic mean ``n / sum_i (1 / c_i)`` (``scipy.stats.hmean``; 0 when a component is 0, as in
-    TOFU) of the available components (TOFU: probability, ROUGE-L recall and truth-ratio statistic
-    on retain, real authors and world facts: up to 9 numbers). Missing components are skipped and
-    listed in ``detail``; None when none is available."""
+    TOFU) of the components (TOFU: probability, ROUGE-L recall and truth-ratio statistic on retain,
+    real authors and world facts: :data:`UTILITY_COMPONENTS`).
+
+    ``require_all``: every one of the nine must be present and finite, else
+    :class:`MissingUtilityComponents` (open-unlearning's protocol). Otherwise (lune's old variant)
+    missing components are skipped and listed in ``detail``; None when none is available."""
     from scipy.stats import hmean
 
     present = {k: float(v) for k, v in sorted(components.items()) if v is not None and math.isfinite(v)}
     missing = sorted(k for k, v in components.items() if v is None or not math.isfinite(v))
+    if require_all:
+        missing = [k for k in UTILITY_COMPONENTS if k not in present]
+        if missing:
+            raise MissingUtilityComponents(missing)
+        present = {k: present[k] for k in UTILITY_COMPONENTS}
     values = list(present.values())
     return MetricResult(
         float(hmean(values)) if values else None, values, len(present), {"components": present, "missing": missing}
@@ -190,4 +218,13 @@ def _model_rows(ctx: MetricContext, out: ModelOutputs, retain_ratios: list[float
             }
         )
     if components:
-        rows.results.append(ctx.result(out, "tofu", "model_utility", model_utility(components)))
+        require_all = ctx.config.utility_missing == "error"
+        try:
+            utility = model_utility(components, require_all=require_all)
+        except MissingUtilityComponents as err:
+            raise LuneError(
+                f"model {out.spec.label}: {err} (each needs its TOFU group: retain facts with perturbed answers, "
+                "real_authors and world_facts utility facts, and their generated answers for ROUGE); "
+                "set evaluate.utility_missing: skip for the harmonic mean of those present, or evaluate.tofu: false"
+            ) from None
+        rows.results.append(ctx.result(out, "tofu", "model_utility", utility, detail={"require_all": require_all}))
