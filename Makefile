@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 RUN := source scripts/env.sh && $(VENV)/bin/
 
-.PHONY: setup demo test test-fast lint format lock bench
+.PHONY: setup demo test test-fast lint format lock bench bench-demo
 
 setup:
 	@bash scripts/setup.sh
@@ -27,3 +27,8 @@ format: setup
 
 lock: setup
 	@$(VENV)/bin/pip freeze --exclude-editable | grep -v '^torch==' > requirements/lock.txt.new && mv requirements/lock.txt.new requirements/lock.txt
+
+# The embedded default from empty, 3 times: min / median / max per stage, load and CPU flags
+# (bench/demo.py; BENCH_ARGS="--runs 5", "--short" to check the harness, "--dry-run").
+bench-demo: setup
+	@$(RUN)python bench/demo.py $(BENCH_ARGS)
