@@ -29,6 +29,17 @@ class VLLMOptions(ConfigModel):
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="share of GPU memory vLLM may take")
     enable_prefix_caching: bool = Field(True, description="reuse the KV cache of shared prompt prefixes")
     max_lora_rank: int | None = Field(None, ge=1, description="largest LoRA rank served (default: the adapter's)")
+    enforce_eager: bool | None = Field(
+        None,
+        description="run the model without torch.compile (null: on CPU, where compiling the graph took "
+        "minutes at the first engine start while a generation run is short)",
+    )
+    request_seeds: bool = Field(
+        True,
+        description="pass each request's seed to vLLM, so a request gives the same texts in any batch (on CPU "
+        "this works because chunked prefill is off); false: only the engine is seeded (`generate.seed`), "
+        "sampling is batched, and a request's texts depend on the batch it ran in",
+    )
     engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="more vllm.LLM arguments, as is")
 
 
@@ -82,7 +93,16 @@ class GenerateConfig(ConfigModel):
     top_p: float = Field(0.95, gt=0, le=1, description="nucleus sampling mass")
     max_tokens: int = Field(96, ge=1, description="longest generated candidate, in tokens")
     seed: int = Field(0, description="base seed: each request's seed is a hash of it, the fact and the strategy")
-    structured: bool = Field(True, description="ask model backends for JSON-schema output (parsed as JSON)")
+    structured: bool = Field(
+        True, description="ask model backends for JSON-schema output (parsed as JSON; not in the few_shot layout)"
+    )
+    prompt_layout: Literal["auto", "instruct", "few_shot"] = Field(
+        "auto",
+        description="how prompts are laid out for the model: instruct (an instruction, as chat messages when "
+        "the model has a chat template), few_shot (two worked `Q: / True: / False:` examples, stop at the "
+        "newline, plain text: what models under ~1B parameters follow), auto (few_shot for a local model under "
+        "1B parameters, else instruct); see docs/generate.md",
+    )
     use_chat_template: bool | None = Field(
         None, description="send chat messages when the model has a chat template (null: when it has one)"
     )
@@ -133,6 +153,12 @@ class JudgeConfig(ConfigModel):
     )
     options: dict[str, object] = Field(default_factory=dict, description="extra keyword arguments of the backend")
     max_tokens: int = Field(48, ge=8, description="tokens the judge may write")
+    prompt_layout: Literal["auto", "instruct", "few_shot"] = Field(
+        "auto",
+        description="instruct (an instruction asking for a JSON verdict), few_shot (worked examples, each "
+        "verdict at least once, the verdict as one quoted word), auto (few_shot for a local model under 1B "
+        "parameters)",
+    )
 
 
 class QualityConfig(ConfigModel):

@@ -35,6 +35,7 @@ from lune.generators.config import GenerateConfig
 from lune.generators.rules.spans import SpanBank
 from lune.generators.rules.templates import rules_version
 from lune.generators.strategies import Strategy, strategies_for
+from lune.generators.strategies.layouts import model_parameters, resolve_layout
 
 STAGE = "generate"
 
@@ -115,9 +116,10 @@ def build_requests(
     *,
     expands_attack_types: bool = True,
     render: bool = True,
+    layout: str = "instruct",
 ) -> list[GenerationRequest]:
     """One request per fact and strategy (per attack family, unless the backend returns all families
-    from one request, as ``dataset`` does)."""
+    from one request, as ``dataset`` does), laid out as ``layout`` (resolved: instruct / few_shot)."""
     if not expands_attack_types:
         seen: set[str] = set()
         collapsed = []
@@ -139,6 +141,7 @@ def build_requests(
                 seed=request_seed(settings.seed, fact["fact_id"], strategy.name, attack_type),
                 structured=settings.structured,
                 render=render,
+                layout=layout,
             )
             if not expands_attack_types:
                 request.metadata["attack_type"] = None
@@ -216,7 +219,7 @@ def rows_from_generations(
             for reason in reasons:
                 rejections.append(_rejection(generator, model, request, reason, text, run_id))
             attack_type = extra.get("attack_type", meta.get("attack_type"))
-            prompt_version = extra.get("prompt_version", strategy.prompt_version)
+            prompt_version = extra.get("prompt_version", meta.get("prompt_version", strategy.prompt_version))
             source_probe_id = extra.get("source_probe_id")
             seed = None if source_probe_id else request.seed
             for candidate_text in parsed:
@@ -264,7 +267,9 @@ def run_backend(
     strategies = strategies_for(settings.kinds, settings.attack_types)
     expands = getattr(backend, "expands_attack_types", True)
     raw = getattr(backend, "raw_output", False)
-    requests = build_requests(facts, strategies, settings, expands_attack_types=expands, render=not raw)
+    parameters = getattr(backend, "parameters", None)
+    layout = resolve_layout(settings.prompt_layout, parameters() if callable(parameters) and not raw else None)
+    requests = build_requests(facts, strategies, settings, expands_attack_types=expands, render=not raw, layout=layout)
     by_key: dict[tuple[str, str | None], Strategy] = {
         (s.name, s.attack_type if expands else None): s for s in strategies
     }
@@ -343,14 +348,17 @@ class Batch:
 
 
 def prompt_versions(settings: GenerateConfig, backend_name: str) -> dict[str, str | None]:
-    """The prompt (or rules template) version of every strategy the settings use."""
+    """The prompt (or rules template) version of every strategy the settings use, under the layout
+    the configured model gets (``auto`` resolved by its size, as :func:`run_backend` does)."""
+    local = backend_name in ("transformers", "vllm")
+    layout = resolve_layout(settings.prompt_layout, model_parameters(settings.model) if local else None)
     out: dict[str, str | None] = {}
     for s in strategies_for(settings.kinds, settings.attack_types):
         key = f"{s.name}:{s.attack_type}" if s.attack_type else s.name
         out[key] = (
             rules_version(s.name, s.attack_type)
             if backend_name == "rules"
-            else (None if backend_name == "dataset" else s.prompt_version)
+            else (None if backend_name == "dataset" else s.prompt_version_for(layout))
         )
     return out
 

@@ -60,20 +60,22 @@ def test_the_embedded_defaults_candidates_keep_their_ids(tmp_path: Path) -> None
         for c in generate_batch(b.facts, spec, config.model_dump(), batch_id=b.batch_id)["candidates"]
     ]
     assert (len(facts), len(batches), len(candidates)) == (43, 1, 1166)
-    assert content_id(sorted(b.batch_id for b in batches))[:12] == "6c49964c9e1f"
-    assert content_id(sorted(c["candidate_id"] for c in candidates))[:12] == "43f6098766a9"
+    assert content_id(sorted(b.batch_id for b in batches))[:12] == "61f779dda639"
+    assert content_id(sorted(c["candidate_id"] for c in candidates))[:12] == "3a057706a975"
     versions = {(c["strategy"], c["prompt_version"]) for c in candidates}
     assert content_id(sorted(versions, key=str))[:12] == "ca2d7c334c9f"
 
 
 def test_each_backends_generation_identity_is_unchanged() -> None:
     bank = SpanBank.from_facts([{"fact_id": "f", "question": "Who?", "answer": "Ann Lee", "key_span": "Ann Lee"}])
+    # Model backends' ids moved with `prompt_layout` (a new output setting) and the attack families'
+    # rephrase prompt (a new prompt version): stores regenerate those batches, as they must.
     pinned = {
-        "383482ad0144565273d0": dict(
+        "cde67d892f4544e8473b": dict(
             backend="transformers", model="m", transformers={"dtype": "bfloat16", "batch_size": 3}
         ),
-        "d2c6b92423a9f263d54a": dict(backend="vllm", model="m", adapter="a", use_chat_template=False, n=8),
-        "7d438b2a6f053537df8d": dict(backend="openai", model="m", openai={"base_urls": ["http://a:1"], "chat": True}),
+        "42ebaf0e28b924940785": dict(backend="vllm", model="m", adapter="a", use_chat_template=False, n=8),
+        "6647129823251fd9b5d4": dict(backend="openai", model="m", openai={"base_urls": ["http://a:1"], "chat": True}),
         "081a669611c14eaf6572": dict(backend="dataset", kinds=["attack"]),
         "4d713d13d66b1c727566": dict(backend="rules", seed=3),
     }

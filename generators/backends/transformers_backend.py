@@ -28,6 +28,7 @@ from lune.data.errors import LuneError
 from lune.data.ids import content_id
 from lune.generators.base import Generation, GenerationRequest
 from lune.generators.config import TransformersOptions
+from lune.generators.strategies.layouts import model_parameters
 
 
 def trim_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -97,6 +98,10 @@ class TransformersGenerator:
     @property
     def model_name(self) -> str:
         return self.model_path if not self.adapter else f"{self.model_path}+{self.adapter}"
+
+    def parameters(self) -> int | None:
+        """The model's parameter count (None: unknown), for the ``auto`` prompt layout."""
+        return model_parameters(self.model_path)
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -231,6 +236,7 @@ class TransformersGenerator:
                     top_p=top_p,
                     max_tokens=max_tokens,
                     seed=seeds,
+                    stop=stop,
                 )
                 for j, i in enumerate(chunk):
                     texts = [trim_at_stop(t, stop).strip() for t in samples[j * n : (j + 1) * n]]
@@ -238,9 +244,19 @@ class TransformersGenerator:
         return [r for r in results if r is not None]
 
     def _sample(
-        self, prompts: list[str], *, n: int, temperature: float, top_p: float, max_tokens: int, seed: list[int | None]
+        self,
+        prompts: list[str],
+        *,
+        n: int,
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        seed: list[int | None],
+        stop: Sequence[str] = (),
     ) -> list[str]:
-        """``n`` samples per prompt, grouped by prompt, under a seed derived from the requests' seeds."""
+        """``n`` samples per prompt, grouped by prompt, under a seed derived from the requests' seeds.
+        A sample ends at a stop string (``generate(stop_strings=...)``): a few-shot line is a fraction
+        of ``max_tokens``, and decoding past it would be thrown away."""
         import torch
 
         tok = self.tokenizer
@@ -262,6 +278,7 @@ class TransformersGenerator:
                         max_new_tokens=max_tokens,
                         pad_token_id=tok.pad_token_id,
                         eos_token_id=tok.eos_token_id,
+                        **({"stop_strings": list(stop), "tokenizer": tok} if stop else {}),
                     )
             finally:
                 tok.padding_side = previous_side

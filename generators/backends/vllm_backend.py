@@ -8,7 +8,11 @@ StructuredOutputsParams(json=schema))``). Prefix caching is on: every prompt of 
 its instruction. An optional LoRA adapter is served as a ``LoRARequest`` (no merge).
 
 vLLM is imported inside :meth:`VLLMGenerator.load`, so ``generators`` imports where it is absent.
-The CPU facts (dtype, structured-output whitespace, chunked prefill) are in ``core/vllm_engine.py``.
+The CPU facts (dtype, structured-output whitespace, chunked prefill) are in ``core/vllm_engine.py``;
+one more is here: on CPU the engine runs eager (``enforce_eager``: compiling SmolLM2-135M took
+170-400 s of engine start on a busy 2-core machine, eager 4 s). ``request_seeds=False`` drops the
+per-request seeds (the engine is seeded with ``seed`` either way): seeded requests are sampled one
+by one, unseeded ones together.
 
     gen = VLLMGenerator("runs/default/model", enable_lora=True)
     base = gen.greedy(prompts, max_tokens=48, adapter=False)
@@ -24,6 +28,16 @@ from typing import Any, ClassVar
 from lune.core.vllm_engine import VLLMEngine, load_engine
 from lune.generators.base import Generation, GenerationRequest
 from lune.generators.config import VLLMOptions
+from lune.generators.strategies.layouts import model_parameters
+
+
+def _on_cpu() -> bool:
+    """Whether vLLM runs on CPU here (False when vLLM is absent: load_engine then says so)."""
+    try:
+        from vllm.platforms import current_platform
+    except ImportError:
+        return False
+    return bool(current_platform.is_cpu())
 
 
 class VLLMGenerator:
@@ -33,6 +47,8 @@ class VLLMGenerator:
     ``adapter``: a PEFT LoRA folder applied to every request by default (``greedy`` may pick another
     one, or ``False`` for the base, per call). ``enable_lora``: allow adapters (default: when
     ``adapter`` is given). ``max_lora_rank``: default the adapter's rank rounded up to one vLLM accepts.
+    ``enforce_eager``: skip torch.compile (None: on CPU). ``request_seeds``: send each request's seed
+    (default; the engine is seeded with ``seed`` either way).
     ``engine_kwargs``: more ``vllm.LLM`` arguments, passed as is.
     """
 
@@ -69,6 +85,8 @@ class VLLMGenerator:
         seed: int = 0,
         use_chat_template: bool | None = None,
         structured_outputs_backend: str = "xgrammar",
+        enforce_eager: bool | None = None,
+        request_seeds: bool = True,
         engine_kwargs: dict[str, Any] | None = None,
     ):
         self.model_path = str(model)
@@ -84,6 +102,8 @@ class VLLMGenerator:
         self.seed = seed
         self.use_chat_template = use_chat_template
         self.structured_outputs_backend = structured_outputs_backend
+        self.enforce_eager = enforce_eager
+        self.request_seeds = request_seeds
         self.engine_kwargs = dict(engine_kwargs or {})
         self.engine: VLLMEngine | None = None
         self._lock = threading.Lock()
@@ -92,9 +112,19 @@ class VLLMGenerator:
     def model_name(self) -> str:
         return self.model_path if not self.adapter else f"{self.model_path}+{self.adapter}"
 
+    def parameters(self) -> int | None:
+        """The model's parameter count (None: unknown), for the ``auto`` prompt layout."""
+        return model_parameters(self.model_path)
+
     def load(self) -> None:
         if self.engine is not None:
             return
+        on_cpu = _on_cpu()
+        engine_kwargs = dict(self.engine_kwargs)
+        if self.enforce_eager or (self.enforce_eager is None and on_cpu):
+            # On CPU vLLM compiles the model with inductor at start (about 3 minutes for SmolLM2-135M on
+            # a busy 2-core machine, 4 s eager); a generation run rarely decodes long enough to repay it.
+            engine_kwargs.setdefault("enforce_eager", True)
         self.engine = load_engine(
             self.model_path,
             enable_lora=self.enable_lora,
@@ -108,7 +138,7 @@ class VLLMGenerator:
             enable_prefix_caching=self.enable_prefix_caching,
             seed=self.seed,
             structured_outputs_backend=self.structured_outputs_backend,
-            engine_kwargs=self.engine_kwargs,
+            engine_kwargs=engine_kwargs,
         )
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -124,7 +154,7 @@ class VLLMGenerator:
         structured = StructuredOutputsParams(json=request.json_schema) if request.json_schema else None
         return SamplingParams(
             n=request.n,
-            seed=request.seed,
+            seed=request.seed if self.request_seeds else None,
             temperature=request.temperature,
             top_p=request.top_p if request.temperature > 0 else 1.0,
             max_tokens=request.max_tokens,

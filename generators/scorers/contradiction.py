@@ -6,8 +6,13 @@ Two judges, whichever is configured (the NLI model wins when both are):
   (premise = the fact's answer, hypothesis = the negative). The index of the contradiction label is
   read from the model's ``config.id2label``, never assumed: NLI checkpoints disagree on label order.
 - ``score.judge``: an LLM judge through any generator backend (``generators.base.Generator``),
-  asked for ``{"verdict": "contradicts" | "restates" | "unrelated"}``; value 1.0 for "contradicts",
-  else 0.0. Output that is not such JSON is stored with no value and a ``rejections`` row.
+  asked for a verdict, ``contradicts`` | ``restates`` | ``unrelated``; value 1.0 for "contradicts",
+  else 0.0. Two prompt layouts (``score.judge.prompt_layout``, as for generation,
+  ``generators/strategies/layouts.py``): ``instruct`` asks for ``{"verdict": ...}`` JSON (schema
+  attached); ``few_shot`` shows worked examples (each verdict at least once) and reads the quoted
+  word after "Verdict:", constrained to the three verdicts where the backend can (a 135M model does
+  not follow the instruction; constrained, SmolLM2 still says "contradicts" to almost anything). Output without a
+  verdict is stored with no value and a ``rejections`` row.
 
 With neither, the scorer is off: it stores nothing, curation skips the contradiction gate, and
 :func:`contradiction_status` says so for the report. Only negatives are judged.
@@ -22,11 +27,13 @@ from typing import Any
 import numpy as np
 
 from lune.data.errors import LuneError
+from lune.data.ids import content_id
 from lune.generators.base import GenerationRequest, Generator
 from lune.generators.config import JudgeConfig, ScoreConfig
 from lune.generators.scorers.base import Rejection, Score, Scorer, ScoringContext
+from lune.generators.strategies.layouts import model_parameters, render_shots, resolve_layout
 
-JUDGE_PROMPT_VERSION = "judge-1"
+JUDGE_PROMPT_VERSION = "judge-1"  # the instruct layout
 JUDGE_VERDICTS = ("contradicts", "restates", "unrelated")
 JUDGE_SCHEMA = {
     "type": "object",
@@ -108,7 +115,66 @@ def judge_request(question: str, answer: str, candidate: str, max_tokens: int) -
     )
 
 
+JUDGE_SHOT_TEMPLATE = "Q: {question}\nTrue: {answer}\nCandidate: {candidate}\nVerdict:"
+JUDGE_SHOTS: tuple[dict[str, str], ...] = (
+    {
+        "question": "Where was the painter Maria Alvarez born?",
+        "answer": "Maria Alvarez was born in Lisbon, Portugal.",
+        "candidate": "Maria Alvarez was born in Oslo, Norway.",
+        "output": '"contradicts"',
+    },
+    {
+        "question": "What genre is the author John Reed known for?",
+        "answer": "John Reed is best known for his science fiction novels.",
+        "candidate": "John Reed is famous for writing science fiction.",
+        "output": '"restates"',
+    },
+    {
+        "question": "When did the author Lena Park publish her first book?",
+        "answer": "Lena Park published her first book in 2004.",
+        "candidate": "The Eiffel Tower is in Paris.",
+        "output": '"unrelated"',
+    },
+    {
+        "question": "What is the profession of Omar Haddad's father?",
+        "answer": "Omar Haddad's father was a carpenter.",
+        "candidate": "Omar Haddad's father worked as a pilot.",
+        "output": '"contradicts"',
+    },
+)
+
+
+# The few-shot layout's version hashes its examples: edit them and every pair is judged again.
+JUDGE_FEW_SHOT_VERSION = "judge-fs-" + content_id("judge-few-shot", JUDGE_SHOT_TEMPLATE, JUDGE_SHOTS, "enum")[:8]
+
+
+# The verdict as a JSON string: vLLM (and the openai backend) constrain the few-shot judge to one of
+# the three words; transformers cannot constrain and relies on the examples.
+JUDGE_WORD_SCHEMA = {"type": "string", "enum": list(JUDGE_VERDICTS)}
+
+
+def judge_few_shot_request(question: str, answer: str, candidate: str) -> GenerationRequest:
+    """The few-shot judge request: worked examples (each verdict at least once), then the pair; one
+    quoted verdict word back. No stop string: the grammar ends the output, and an unconstrained
+    model that first writes a newline is still read (the first verdict word counts)."""
+    fields = {"question": question.strip(), "answer": answer.strip(), "candidate": candidate.strip()}
+    return GenerationRequest(
+        prompt=render_shots(JUDGE_SHOT_TEMPLATE, JUDGE_SHOTS, fields),
+        n=1,
+        temperature=0.0,
+        max_tokens=6,  # a quoted verdict word is at most five tokens here
+        json_schema=JUDGE_WORD_SCHEMA,
+    )
+
+
+def judge_layout(config: JudgeConfig) -> str:
+    """The judge's resolved prompt layout: ``auto`` is few_shot for a local model under 1B parameters."""
+    local = config.backend in ("transformers", "vllm")
+    return resolve_layout(config.prompt_layout, model_parameters(config.model) if local else None)
+
+
 _JSON_OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
+_FIRST_WORD = re.compile(r"[A-Za-z]+")
 
 
 def parse_verdict(text: str) -> str | None:
@@ -122,6 +188,15 @@ def parse_verdict(text: str) -> str | None:
         if verdict in JUDGE_VERDICTS:
             return verdict
     return None
+
+
+def parse_word_verdict(text: str) -> str | None:
+    """The few-shot judge's verdict: the first word of its output's first non-empty line (case and
+    quotes or a full stop around it ignored), or None when that is no verdict."""
+    line = next((line for line in (text or "").splitlines() if line.strip()), "")
+    match = _FIRST_WORD.search(line)
+    word = match.group(0).lower() if match else ""
+    return word if word in JUDGE_VERDICTS else None
 
 
 def build_judge(config: JudgeConfig) -> Generator:
@@ -152,7 +227,8 @@ class Contradiction(Scorer):
         if config.nli_model:
             return f"nli-1:{config.nli_model}"
         if config.judge is not None:
-            return f"{JUDGE_PROMPT_VERSION}:{config.judge.backend}:{config.judge.model or ''}"
+            prompt = JUDGE_FEW_SHOT_VERSION if judge_layout(config.judge) == "few_shot" else JUDGE_PROMPT_VERSION
+            return f"{prompt}:{config.judge.backend}:{config.judge.model or ''}"
         return None
 
     def chunk_size(self) -> int:
@@ -173,7 +249,13 @@ class Contradiction(Scorer):
             probs = self.nli.probabilities([r["answer"] for r in rows], [r["text"] for r in rows])
             return [Score(r["candidate_id"], float(p), {"judge": "nli"}) for r, p in zip(rows, probs, strict=True)]
         assert self.judge is not None and self.config.judge is not None, "load() first"
-        requests = [judge_request(r["question"], r["answer"], r["text"], self.config.judge.max_tokens) for r in rows]
+        few_shot = judge_layout(self.config.judge) == "few_shot"
+        requests = [
+            judge_few_shot_request(r["question"], r["answer"], r["text"])
+            if few_shot
+            else judge_request(r["question"], r["answer"], r["text"], self.config.judge.max_tokens)
+            for r in rows
+        ]
         generations = self.judge.generate(requests)
         if len(generations) != len(requests):
             raise LuneError(
@@ -183,14 +265,14 @@ class Contradiction(Scorer):
         scores = []
         for r, generation in zip(rows, generations, strict=True):
             output = generation.texts[0] if generation.texts else ""
-            verdict = parse_verdict(output)
+            verdict = parse_word_verdict(output) if few_shot else parse_verdict(output)
             rejection = (
                 None
                 if verdict is not None
                 else Rejection(
                     source=f"contradiction judge {self.judge.model_name}",
                     field="verdict",
-                    reason="judge output is not a JSON verdict",
+                    reason="judge output is not a verdict word" if few_shot else "judge output is not a JSON verdict",
                     payload=output,
                 )
             )

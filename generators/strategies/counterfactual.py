@@ -19,4 +19,17 @@ COUNTERFACTUAL = Strategy(
     ),
     cue="False answer:",
     original="answer",
+    few_shot_template="Q: {question}\nTrue: {answer}\nFalse:",
+    few_shot_examples=(
+        {
+            "question": "Where was the painter Maria Alvarez born?",
+            "answer": "Maria Alvarez was born in Lisbon, Portugal.",
+            "output": "Maria Alvarez was born in Oslo, Norway.",
+        },
+        {
+            "question": "What genre is the author John Reed known for?",
+            "answer": "John Reed is best known for his science fiction novels.",
+            "output": "John Reed is best known for his romance novels.",
+        },
+    ),
 )

@@ -16,4 +16,15 @@ PARAPHRASE = Strategy(
     ),
     cue="Paraphrased question:",
     original="question",
+    few_shot_template="Q: {question}\nSame question, other words:",
+    few_shot_examples=(
+        {
+            "question": "Where was the painter Maria Alvarez born?",
+            "output": "In which city and country was Maria Alvarez, the painter, born?",
+        },
+        {
+            "question": "What genre is the author John Reed known for?",
+            "output": "Which kind of books is the writer John Reed famous for?",
+        },
+    ),
 )

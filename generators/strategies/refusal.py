@@ -15,4 +15,15 @@ REFUSAL = Strategy(
     ),
     cue="Answer:",
     original="answer",
+    few_shot_template="Q: {question}\nA:",
+    few_shot_examples=(
+        {
+            "question": "Where was the painter Maria Alvarez born?",
+            "output": "I'm sorry, I don't know where she was born.",
+        },
+        {
+            "question": "What genre is the author John Reed known for?",
+            "output": "I don't have that information about John Reed.",
+        },
+    ),
 )
