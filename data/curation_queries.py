@@ -130,7 +130,8 @@ def prompt_items(store: Store, set_id: str) -> list[dict[str, Any]]:
     question, ordered by fact then rank: the input of the train / eval split."""
     return store.query(
         """
-        SELECT v.candidate_id, v.fact_id, v.kind, v.role, v.rank, coalesce(c.text, p.text) AS text, f.question
+        SELECT v.candidate_id, v.fact_id, v.kind, v.role, v.rank, coalesce(c.text, p.text) AS text, f.question,
+               coalesce(c.attack_type, p.attack_type) AS attack_type
         FROM candidate_verdicts v
         JOIN facts f ON f.fact_id = v.fact_id
         LEFT JOIN candidates c ON c.candidate_id = v.candidate_id

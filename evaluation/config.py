@@ -48,6 +48,43 @@ class LogitLensAttackSettings(ConfigModel):
     )
 
 
+class RelearningAttackSettings(ConfigModel):
+    """Settings of the relearning attack: fine-tune each model a little, then ask the facts it did not see.
+
+    The forget facts are split by fact into T (trained on) and V (asked); each model (a merged copy)
+    is fine-tuned on T, or on as many retain facts, and its recall on V measured at every step of
+    ``steps`` (evaluation/attacks/relearning.py; the fine-tuning is unlearn's training loop)."""
+
+    variants: list[Literal["forget", "retain"]] = Field(
+        ["forget", "retain"],
+        min_length=1,
+        description="what to fine-tune on: forget (the forget facts of T) and/or retain (as many retain facts, "
+        "text unrelated to V)",
+    )
+    steps: list[int] = Field(
+        [10, 20, 40],
+        min_length=1,
+        description="optimiser steps after which recall on V is measured (one run to the largest; the report "
+        "plots them)",
+    )
+    train_share: float = Field(0.5, gt=0, lt=1, description="share of the forget facts in T (the rest are V)")
+    batch_size: int = Field(4, ge=1, description="training rows per step")
+    learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate (constant, no warm-up)")
+    mode: Literal["lora", "full"] = Field(
+        "lora", description="lora: a fresh LoRA adapter on the merged model; full: every weight"
+    )
+    lora_rank: int = Field(8, ge=1, description="rank of the attacker's adapter (mode lora)")
+    lora_alpha: float = Field(16.0, gt=0, description="scaling numerator of the attacker's adapter (mode lora)")
+    seed: int = Field(0, description="seed of the T / V split, the retain facts drawn and the training order")
+
+    @field_validator("steps")
+    @classmethod
+    def _positive_steps(cls, value: list[int]) -> list[int]:
+        if any(s < 1 for s in value):
+            raise ValueError(f"each step count must be at least 1, got {value}")
+        return sorted(set(value))
+
+
 class EvaluateConfig(ConfigModel):
     backend: Literal["transformers", "vllm"] = Field(
         "transformers",
@@ -62,7 +99,18 @@ class EvaluateConfig(ConfigModel):
         description="model taught without the forget facts (TOFU forget quality); "
         "default: none, and forget quality is not measured",
     )
-    max_new_tokens: int = Field(48, ge=1, le=1024, description="longest generated answer, in tokens (greedy)")
+    max_new_tokens: int = Field(
+        200,
+        ge=1,
+        le=1024,
+        description="longest generated answer, in tokens (greedy; open-unlearning's 200). lune's old cap was 48, "
+        "below 14-26% of TOFU forget10 answers",
+    )
+    fit_max_new_tokens: bool = Field(
+        True,
+        description="stop generating at the longest reference answer of the probes (in the model's tokens, plus 8), "
+        "never above max_new_tokens: every answer fits, and nothing is generated past that; false: max_new_tokens",
+    )
     batch_size: int = Field(
         64,
         ge=1,
@@ -89,7 +137,42 @@ class EvaluateConfig(ConfigModel):
         description="add the dataset's paraphrased questions and adversarial queries to the held-out generated ones",
     )
     mia: bool = Field(True, description="measure membership inference (AUC of loss, zlib, min-k%, min-k%++)")
-    min_k: float = Field(0.2, gt=0, le=1, description="share of lowest-likelihood tokens for min-k% and min-k%++")
+    min_k: float = Field(
+        0.4,
+        gt=0,
+        le=1,
+        description="share of lowest-likelihood tokens for min-k% and min-k%++ (open-unlearning's TOFU / MUSE 0.4; "
+        "lune's old variant: 0.2 with min_k_rounding ceil)",
+    )
+    min_k_rounding: Literal["floor", "ceil"] = Field(
+        "floor",
+        description="how k x n tokens becomes a count (at least 1): floor, as open-unlearning (int(n*k)); ceil, "
+        "lune's old variant",
+    )
+    score_eos: bool = Field(
+        True,
+        description="score the answer's end-of-sequence token with the answer in every likelihood (TOFU "
+        "probability, truth ratio, MIA on facts, exact memorization), as open-unlearning does and as teaching "
+        "trains; false: the answer's own tokens only (lune's old variant)",
+    )
+    mia_nonmembers: Literal["holdout", "perturbed"] = Field(
+        "holdout",
+        description="non-members of membership inference on facts (corpora without their own MIA texts, e.g. "
+        "TOFU): holdout facts never taught (open-unlearning's forget vs holdout; perturbed answers when a corpus "
+        "has no holdout facts), or the forget facts' perturbed answers (lune's old variant)",
+    )
+    retain_probes: Literal["retain_perturbed", "all"] = Field(
+        "retain_perturbed",
+        description="the retain probe set: where a corpus's retain facts have perturbed answers (TOFU's "
+        "retain_perturbed), those facts only, as open-unlearning's retain ROUGE; all: every retain fact "
+        "(capped by max_per_set; lune's old variant)",
+    )
+    utility_missing: Literal["error", "skip"] = Field(
+        "error",
+        description="TOFU model utility needs its nine components (retain, real_authors, world_facts x "
+        "probability, ROUGE-L recall, truth ratio): error names the missing ones; skip: the harmonic mean of "
+        "those present (lune's old variant)",
+    )
     tofu: bool = Field(
         True,
         description="measure TOFU's truth ratio, forget quality and model utility where the "
@@ -99,13 +182,16 @@ class EvaluateConfig(ConfigModel):
     attacks: list[str] = Field(
         [],
         description="attacks run after the metrics on the base, unlearned and retain models, one file each in "
-        "evaluation/attacks/: quantization, logit_lens",
+        "evaluation/attacks/: quantization, logit_lens, relearning",
     )
     quantization: QuantizationAttackSettings = Field(
         default_factory=QuantizationAttackSettings, description="settings of the quantization attack"
     )
     logit_lens: LogitLensAttackSettings = Field(
         default_factory=LogitLensAttackSettings, description="settings of the logit-lens attack"
+    )
+    relearning: RelearningAttackSettings = Field(
+        default_factory=RelearningAttackSettings, description="settings of the relearning attack"
     )
 
     @field_validator("attacks")

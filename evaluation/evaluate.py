@@ -32,7 +32,7 @@ from lune.data.errors import LuneError
 from lune.data.store import Store
 from lune.evaluation.attacks.registry import run_attacks
 from lune.evaluation.config import EvaluateConfig
-from lune.evaluation.inference import evaluate_specs
+from lune.evaluation.inference import evaluate_specs, generation_backend
 from lune.evaluation.metrics.registry import Row, compute_results
 from lune.evaluation.probes import load_probe_suite
 
@@ -90,6 +90,7 @@ def evaluate_models(
     parent_run_id: str | None = None,
     config: EvaluateConfig | None = None,
     step: StepRunner = run_directly,
+    finetune: Callable[..., None] | None = None,
 ) -> EvaluationOutcome:
     """Evaluate the base model and every unlearned model on the same probes, store the results
     (``eval_results``, ``eval_items``, a ``runs`` row of kind ``evaluate``) and write the report
@@ -102,6 +103,8 @@ def evaluate_models(
     forget facts and the dataset's probes only).
     ``retain_model``: a model taught without the forget facts, for TOFU forget quality (default
     ``config.retain_model``).
+    ``finetune``: the training the relearning attack fine-tunes with (``flows.attacks.relearn``;
+    evaluation does not train), needed when ``config.attacks`` names ``relearning``.
     ``run_id`` / ``parent_run_id``: the ``runs`` row to write (a pipeline passes its ids); it is
     ``completed`` once the results are stored (artefact: ``out_dir``), ``failed`` if any step before
     fails.
@@ -119,7 +122,8 @@ def evaluate_models(
         "retain_model": str(retain_model) if retain_model else None,
         "out_dir": str(out_dir),
         "set_id": chosen,
-        "models": [spec.__dict__ for spec in specs],
+        # generation_backend: GRUN's interventions go through transformers whatever config.backend says
+        "models": [{**spec.__dict__, "generation_backend": generation_backend(spec, config)} for spec in specs],
     }
     with store.run("evaluate", resolved, run_id=run_id, parent_run_id=parent_run_id) as run:
         suite = step(
@@ -131,6 +135,8 @@ def evaluate_models(
             include_dataset_probes=config.include_dataset_probes,
             mia=config.mia,
             tofu=config.tofu,
+            mia_nonmembers=config.mia_nonmembers,
+            retain_probes=config.retain_probes,
         )
         if not suite.all_probes():
             raise LuneError(
@@ -140,7 +146,9 @@ def evaluate_models(
         outputs, retain = step("answer-and-score", evaluate_specs, suite, specs, config, retain_dir)
         results, items = step("compute-metrics", compute_results, run.run_id, suite, outputs, retain, config)
         if config.attacks:
-            results += step("run-attacks", run_attacks, run.run_id, suite, outputs, retain, config, retain_dir)
+            results += step(
+                "run-attacks", run_attacks, run.run_id, suite, outputs, retain, config, retain_dir, finetune
+            )
         step("store-results", store_results, store, results, items)
         timings = {out.spec.label: out.seconds for out in outputs}
         n_probes = len(suite.all_probes())

@@ -5,7 +5,8 @@ the run; ``lune report --run ID`` renders the same run again):
   privacy leakage) and TOFU (with exact memorization and extraction strength) tables, a sample of
   what still leaks, the plots;
 - ``report.json``: the same numbers for scripts (``headline`` per model, every ``metrics`` row);
-- ``before_after.png``, ``apr_by_attack.png``, ``mia_scores.png`` (matplotlib, Agg backend).
+- ``before_after.png``, ``apr_by_attack.png``, ``mia_scores.png``, ``relearning_recovery.png``
+  (matplotlib, Agg backend).
 
 Metric definitions: ``docs/evaluation.md``.
 """
@@ -131,17 +132,26 @@ def render_markdown(data: dict[str, Any], results: Sequence[Row], leaks: Sequenc
     if data["models"]:
         lines += ["## Models", ""]
         lines += _table(
-            ["label", "method", "model", "adapter"],
+            ["label", "method", "model", "adapter", "answers via"],
             [
                 [
                     mm["label"],
                     mm.get("method") or "–",
                     f"`{mm['model_path']}`",
-                    f"`{mm['adapter_path']}`" if mm.get("adapter_path") else "–",
+                    f"`{mm['adapter_path']}`"
+                    if mm.get("adapter_path")
+                    else (f"`{mm['interventions_path']}` (interventions)" if mm.get("interventions_path") else "–"),
+                    mm.get("generation_backend") or "–",
                 ]
                 for mm in data["models"]
             ],
         )
+        if any(mm.get("interventions_path") for mm in data["models"]):
+            lines += [
+                "Interventions (GRUN) are forward hooks on the transformers model: those models were "
+                "answered and scored through transformers, whatever the backend (vLLM has no LoRA request for them).",
+                "",
+            ]
     lines += [
         "## Headline",
         "",
@@ -264,9 +274,20 @@ def render_markdown(data: dict[str, Any], results: Sequence[Row], leaks: Sequenc
     return "\n".join(lines).rstrip() + "\n"
 
 
+# The headline measure(s) of each attack in the "Does it hold" summary (metric suffixes after
+# ``attack.<name>.``); every other attack measure is in the table of all measures below it.
+SUMMARY_SUFFIXES = (".forget_recall", ".recovery", ".recovery_vs_retain", "recovered")
+ATTACK_TITLES = {
+    "relearning": "relearning",
+    "quantization": "quantization",
+    "logit_lens": "logit lens",
+}
+
+
 def does_it_hold(results: Sequence[Row]) -> list[str]:
-    """The "Does it hold" section: one row per attack measure (metrics ``attack.<name>.<measure>``,
-    ``evaluation/attacks/``), one column per model, the retain model included as the reference."""
+    """The "Does it hold" section: one row per attack (and variant) with its headline measure, one
+    column per model (before unlearning, each method, the retain model as the reference), then
+    every attack measure (metrics ``attack.<name>.<measure>``, ``evaluation/attacks/``)."""
     index = _Index(results)
     measures = sorted({(r["metric"], r["probe_set"]) for r in results if r["metric"].startswith("attack.")})
     if not measures:
@@ -274,20 +295,58 @@ def does_it_hold(results: Sequence[Row]) -> list[str]:
     lines = [
         "## Does it hold",
         "",
-        "The forgetting under attack (docs/evaluation.md, Does it hold). Quantization: forget recall and GUR "
-        "after round-to-nearest quantization of every linear weight (`full`: unquantized), flip rate: share of "
-        "quantized weights that differ from the quantized model before unlearning. Logit lens: share of forget "
-        "facts whose key token is in the top k of a layer's output read through the final norm and head "
-        "(`recovered`: any layer). The retain model never saw the forget facts.",
+        "The forgetting under attack (docs/evaluation.md, Does it hold); `base` is the model before unlearning, "
+        "`retain_model` never saw the forget facts. Relearning: the forget facts are split by fact into T and V; "
+        "each model is fine-tuned a few steps on T (`forget`) or on as many retain facts (`retain`), and its "
+        "recall on V measured; recovery R = (recall after - recall of the model itself) / (recall before "
+        "unlearning - recall of the model itself) on V, 0 = nothing came back, 1 = all of it; `vs retain`: R "
+        "minus the retain model's R under the same fine-tuning. Quantization: forget recall after round-to-"
+        "nearest quantization of every linear weight (`full`: unquantized); flip rate: share of quantized "
+        "weights that differ from the quantized model before unlearning. Logit lens: share of forget facts "
+        "whose key token is in the top k of a layer's output read through the final norm and head "
+        "(`recovered`: any layer).",
         "",
     ]
-    return lines + _table(
-        ["attack measure", *index.labels],
+    summary = [(m, p) for m, p in measures if m.endswith(SUMMARY_SUFFIXES) or _relearned_recall(m)]
+    lines += _table(
+        ["attack", "measure", *index.labels],
         [
-            [metric.removeprefix("attack."), *[fmt(index.value(x, probe_set, metric)) for x in index.labels]]
-            for metric, probe_set in measures
+            [*_attack_title(metric), *[fmt(index.value(x, probe_set, metric)) for x in index.labels]]
+            for metric, probe_set in summary
         ],
     )
+    return lines + [
+        "All attack measures:",
+        "",
+        *_table(
+            ["attack measure", *index.labels],
+            [
+                [metric.removeprefix("attack."), *[fmt(index.value(x, probe_set, metric)) for x in index.labels]]
+                for metric, probe_set in measures
+            ],
+        ),
+    ]
+
+
+def _relearned_recall(metric: str) -> bool:
+    """``attack.relearning.<variant>.recall``: recall on V after the last step count."""
+    parts = metric.split(".")
+    return len(parts) == 4 and parts[1] == "relearning" and parts[3] == "recall"
+
+
+def _attack_title(metric: str) -> tuple[str, str]:
+    """``attack.relearning.forget.recovery`` -> ``("relearning (forget)", "recovery R")``."""
+    name, _, rest = metric.removeprefix("attack.").partition(".")
+    variant, _, measure = rest.rpartition(".")
+    title = ATTACK_TITLES.get(name, name) + (f" ({variant})" if variant else "")
+    words = {
+        "recovery": "recovery R",
+        "recovery_vs_retain": "R - retain model's R",
+        "forget_recall": "forget recall",
+        "recovered": "recovered (any layer)",
+        "recall": "recall on V after relearning",
+    }
+    return title, words.get(measure, measure)
 
 
 def _clip(text: str | None, width: int = 90) -> str:
@@ -376,6 +435,49 @@ def plot_apr_by_attack(results: Sequence[Row], path: Path) -> Path | None:
     return path
 
 
+def relearning_curves(results: Sequence[Row]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """``{variant: {model: [(steps, recall on V), ...]}}`` from the rows
+    ``attack.relearning.<variant>.step_<s>.recall`` (``evaluation/attacks/relearning.py``)."""
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for row in results:
+        parts = row["metric"].split(".")
+        if len(parts) != 5 or parts[:2] != ["attack", "relearning"] or not parts[3].startswith("step_"):
+            continue
+        if row["value"] is None:
+            continue
+        curve = curves.setdefault(parts[2], {}).setdefault(row["model_label"], [])
+        curve.append((int(parts[3].removeprefix("step_")), row["value"]))
+    for by_model in curves.values():
+        for curve in by_model.values():
+            curve.sort()
+    return curves
+
+
+def plot_relearning(results: Sequence[Row], path: Path) -> Path | None:
+    """Forget recall on V over relearning steps, one panel per variant, one line per model (the
+    model before unlearning and the retain model dashed: the ceiling and the floor)."""
+    curves = relearning_curves(results)
+    if not curves:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.6), squeeze=False, sharey=True)
+    for ax, (variant, by_model) in zip(axes[0], sorted(curves.items())):
+        for label in _ordered_labels(by_model):
+            steps, values = zip(*by_model[label])
+            style = "--" if label in ("base", "retain_model") else "-"
+            ax.plot(steps, values, style, marker="o", label=label)
+        ax.set_title(f"fine-tuned on {'T (other forget facts)' if variant == 'forget' else variant + ' facts'}")
+        ax.set_xlabel("relearning steps")
+        ax.set_ylim(-0.05, 1.05)
+    axes[0][0].set_ylabel("forget recall on V")
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Relearning: does fine-tuning bring the held-out forget facts (V) back?", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_mia(items: Sequence[Row], path: Path) -> Path | None:
     """Histograms of the loss score (mean token log-likelihood) of members vs non-members per model."""
     by_label: dict[str, dict[str, list[float]]] = {}
@@ -422,6 +524,7 @@ def render_run(store: Store, run_id: str, out_dir: str | Path, *, plots: bool = 
             ("before_after", plot_before_after, results),
             ("apr_by_attack", plot_apr_by_attack, results),
             ("mia_scores", plot_mia, items),
+            ("relearning_recovery", plot_relearning, results),
         ):
             written = fn(arg, out / f"{name}.png")
             if written:

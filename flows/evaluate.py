@@ -18,6 +18,7 @@ from prefect.cache_policies import NONE
 from lune.data.store import Store
 from lune.evaluation.config import EvaluateConfig
 from lune.evaluation.evaluate import EvaluationOutcome, evaluate_models
+from lune.flows.attacks import relearn
 
 
 def run_as_task(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -58,7 +59,9 @@ def evaluate_flow(
     """Evaluate ``model`` and each of ``adapters`` (label -> adapter or model directory) on the same
     probes; store the results and write and publish the report."""
     settings = EvaluateConfig.model_validate(config or {})
-    with Store.open(db) as store:
+    from lune.core.threads import torch_threads
+
+    with torch_threads(), Store.open(db) as store:  # threads sized to the cores this process may use
         outcome = evaluate_models(
             store,
             model,
@@ -70,6 +73,7 @@ def evaluate_flow(
             parent_run_id=parent_run_id,
             config=settings,
             step=run_as_task,
+            finetune=relearn,
         )
     publish_report(outcome)
     return outcome

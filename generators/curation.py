@@ -8,8 +8,9 @@ Steps (each decision is a ``candidate_verdicts`` row with a reason, docs/scoring
 
 1. gates and top-k per fact and kind, in SQL (``data.curation_queries.decide_verdicts``);
 2. kept generated paraphrases and attacks are split into train (extra prompts for the negatives)
-   and held-out eval by a seeded hash, under a leakage guard (:func:`split_prompts`); dataset
-   probes (TOFU paraphrased questions, RWKU level-3 attacks) are always eval;
+   and held-out eval under a leakage guard (:func:`split_prompts`): paraphrases each by a seeded
+   hash, attacks by attack family, a held-out quota of facts per family (:func:`held_out_families`);
+   dataset probes (TOFU paraphrased questions, RWKU level-3 attacks) are always eval;
 3. facts with fewer than ``min_per_fact`` kept negatives / refusals are listed in the set's counts
    (and printed by ``lune curate``), never dropped silently;
 4. the set is saved as version N+1 of its name, unless it keeps exactly what version N keeps under
@@ -58,6 +59,28 @@ def _prefers_eval(candidate_id: str, seed: int, fraction: float) -> bool:
     return int(content_id("split", seed, candidate_id)[:8], 16) / 0x100000000 < fraction
 
 
+def held_out_families(items: list[dict[str, Any]], *, eval_fraction: float, seed: int) -> set[tuple[str, str]]:
+    """The ``(fact_id, attack_type)`` pairs whose generated attacks are all held out: per attack
+    family, ``max(1, round(eval_fraction * n))`` of the ``n`` facts with a generated item of that
+    family (none when ``eval_fraction`` is 0), chosen by a seeded hash of fact and family.
+
+    A quota per family, so that every family is measured on held-out probes: the families that wrap
+    the fact's question nearly verbatim (role play, multiple choice, affirmative suffix) lie within
+    the guard's threshold of the question, which is always a train prompt, and a per-item split
+    would put every one of them in training."""
+    facts: dict[str, set[str]] = defaultdict(set)
+    for item in items:
+        if item["role"] != "eval" and item.get("kind") == "attack" and item.get("attack_type"):
+            facts[item["attack_type"]].add(item["fact_id"])
+    chosen: set[tuple[str, str]] = set()
+    if eval_fraction <= 0:
+        return chosen
+    for family, fact_ids in facts.items():
+        ordered = sorted(fact_ids, key=lambda f: content_id("held-out-family", seed, family, f))
+        chosen.update((f, family) for f in ordered[: max(1, round(eval_fraction * len(ordered)))])
+    return chosen
+
+
 def split_prompts(
     items: list[dict[str, Any]],
     vectors: np.ndarray,
@@ -71,16 +94,22 @@ def split_prompts(
 
     ``items`` (with ``vectors[i]`` for ``items[i]``): kept prompt items of any facts; those with
     role 'eval' already are dataset probes and stay eval. Per fact, generated items are visited best
-    first; each goes to the side its seeded hash prefers, unless it lies within cosine ``threshold``
-    of a text already on one side (then it joins that side) or on both sides (then it is dropped,
-    reason 'leakage_guard'). The fact's own question (in ``question_vectors``; empty when
-    ``guard_question`` is off) counts as a train text for generated items, so a near-copy of the
-    question is never held out. Hence no eval text is within ``threshold``
-    of any train text of its fact; dataset probes are exempt from the comparison with the question
-    (they are the benchmark's paraphrases of it).
+    first; each goes to the side it prefers, unless it lies within cosine ``threshold`` of a text
+    already on one side (then it joins that side) or on both sides (then it is dropped, reason
+    'leakage_guard'). A paraphrase prefers the side its seeded hash gives; an attack prefers eval
+    when its (fact, family) pair is in the held-out quota (:func:`held_out_families`), else train.
+    The fact's own question (in ``question_vectors``; empty when ``guard_question`` is off) counts
+    as a train text for generated items, so a near-copy of the question is never held out. Hence no
+    eval text is within ``threshold`` of any train text of its fact, with two exceptions: dataset
+    probes are exempt from the comparison with the question (they are the benchmark's paraphrases
+    of it), and so are the attacks of a held-out family, which are also left out of the comparisons
+    of the fact's other items: what they hold out is the family's wrapping of a question the
+    unlearning trains on (RWKU's setting), and they lie close to that question and to the fact's
+    other prompts through it.
 
     Returns one decision per generated item: candidate_id, keep, reason, role.
     """
+    held_out = held_out_families(items, eval_fraction=eval_fraction, seed=seed)
     by_fact: dict[str, list[int]] = defaultdict(list)
     for i, item in enumerate(items):
         by_fact[item["fact_id"]].append(i)
@@ -91,6 +120,9 @@ def split_prompts(
         for i in members:
             item = items[i]
             if item["role"] == "eval":
+                continue
+            if item.get("kind") == "attack" and (fact_id, item.get("attack_type")) in held_out:
+                decisions.append({"candidate_id": item["candidate_id"], "keep": True, "reason": "kept", "role": "eval"})
                 continue
             v = vectors[i]
             near_train = bool(train_vecs) and float(np.max(np.stack(train_vecs) @ v)) >= threshold
@@ -104,6 +136,8 @@ def split_prompts(
                 role = "train"
             elif near_eval:
                 role = "eval"
+            elif item.get("kind") == "attack" and item.get("attack_type"):
+                role = "train"  # its family is held out for other facts (the quota above)
             else:
                 role = "eval" if _prefers_eval(item["candidate_id"], seed, eval_fraction) else "train"
             (eval_vecs if role == "eval" else train_vecs).append(v)

@@ -135,7 +135,7 @@ def test_attack_config_and_options() -> None:
     from lune.cli_options import add_model_options, apply_options
     from lune.evaluation.attacks.registry import registered
 
-    assert set(registered()) == {"quantization", "logit_lens"}
+    assert set(registered()) == {"quantization", "logit_lens", "relearning"}
     assert EvaluateConfig().attacks == []  # off by default: the embedded default's run is unchanged
     for name in registered():  # the config's help names every attack
         assert name in EvaluateConfig.model_fields["attacks"].description
@@ -285,7 +285,12 @@ def test_evaluate_with_attacks_stores_and_reports_them(tiny_model_dir: Path, db_
     assert lens["value"] >= max(lens["detail"]["per_layer"])  # any layer: at least the best one
     report = (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
     assert "## Does it hold" in report and "| quantization.rtn4_g64.flip_rate |" in report
-    assert "retain_model" in report.split("## Does it hold")[1].split("\n\n")[2]
+    summary = report.split("## Does it hold")[1].split("\n\n")[2]  # one row per attack, a column per model
+    assert summary.startswith("| attack | measure | base | noisy | still | retain_model |")
+    assert (
+        "| logit lens | recovered (any layer) |" in summary and "| quantization (rtn4_g64) | forget recall |" in summary
+    )
+    assert "flip_rate" not in summary  # in the table of all measures below
     data = json.loads((tmp_path / "eval" / "report.json").read_text(encoding="utf-8"))
     assert any(m["metric"] == "attack.logit_lens.recovered" for m in data["metrics"])
 

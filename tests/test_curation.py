@@ -16,6 +16,8 @@ from lune.generators.curation import curate, split_prompts
 from lune.generators.scorers import run_scorers
 from lune.generators.scorers.embedding import Embedder
 
+REPO = Path(__file__).resolve().parents[1]
+
 BORN = Fact(
     corpus="test",
     source_file="hand.jsonl",
@@ -149,6 +151,88 @@ def test_split_prompts_guard_rules() -> None:
         d["candidate_id"]: d for d in split_prompts(items, vectors, {}, eval_fraction=1.0, threshold=0.7, seed=0)
     }
     assert unguarded["near_q"]["role"] == "eval" and unguarded["both"]["role"] == "eval"
+
+
+def test_every_attack_family_gets_a_held_out_quota() -> None:
+    from lune.generators.curation import held_out_families
+
+    # 4 facts x 3 families, every attack a near-copy of its fact's question (role play, multiple
+    # choice and affirmative suffix wrap it): the per-item guard would put all of them in training
+    e = np.eye(8, dtype=np.float32)
+    near = lambda v, w: (v * 0.95 + w * 0.31) / np.linalg.norm(v * 0.95 + w * 0.31)  # noqa: E731  cosine ~0.95
+    facts = [f"f{i}" for i in range(4)]
+    families = ["role_play", "multiple_choice", "affirmative_suffix"]
+    items, vectors = [], []
+    for i, fact in enumerate(facts):
+        for j, family in enumerate(families):
+            for k in range(2):
+                items.append(
+                    {"candidate_id": f"{fact}-{family}-{k}", "fact_id": fact, "role": None, "kind": "attack"}
+                    | {"attack_type": family}
+                )
+                vectors.append(near(e[i], e[4 + (j + k) % 4]))
+        items.append({"candidate_id": f"{fact}-para", "fact_id": fact, "role": None, "kind": "paraphrase"})
+        vectors.append(e[4 + i % 4])  # far from the question: a paraphrase follows its own hash
+    questions = {fact: e[i] for i, fact in enumerate(facts)}
+    quota = held_out_families(items, eval_fraction=0.5, seed=0)
+    for family in families:  # half of the facts of every family, chosen per family
+        assert len([f for f, fam in quota if fam == family]) == 2
+    assert held_out_families(items, eval_fraction=0.5, seed=1) != quota  # seeded
+    assert held_out_families(items, eval_fraction=0.0, seed=0) == set()
+    assert len(held_out_families(items[:7], eval_fraction=0.1, seed=0)) == 3  # one fact: still one each
+    roles = {
+        d["candidate_id"]: d["role"]
+        for d in split_prompts(items, np.stack(vectors), questions, eval_fraction=0.5, threshold=0.9, seed=0)
+    }
+    for item in items:
+        if item["kind"] == "attack":  # the whole family of a held-out pair is eval, the rest train
+            held = (item["fact_id"], item["attack_type"]) in quota
+            assert roles[item["candidate_id"]] == ("eval" if held else "train"), item
+    paraphrases = {roles[f"{fact}-para"] for fact in facts}
+    assert paraphrases <= {"train", "eval"}
+    # without the quota (the old per-item split) every wrapped attack would be train: near the question
+    for d in split_prompts(
+        [{**item, "attack_type": None} for item in items],
+        np.stack(vectors),
+        questions,
+        eval_fraction=0.5,
+        threshold=0.9,
+        seed=0,
+    ):
+        if "-para" not in d["candidate_id"]:
+            assert d["role"] == "train"
+
+
+@pytest.mark.slow
+def test_all_nine_families_are_held_out_on_the_embedded_default(prefect_harness, db_path: Path) -> None:
+    """The embedded default's data (the TOFU sample's forget01, the rules backend) generated,
+    scored and curated: every RWKU attack family has held-out probes, and the evaluation asks them."""
+    from lune.data.ingest import ingest
+    from lune.data.records import ATTACK_TYPES
+    from lune.evaluation.probes import load_probe_suite
+    from lune.flows.config import load_config
+    from lune.flows.curate import curate_set
+    from lune.flows.generate import build_negatives
+    from lune.flows.score import score_candidates
+
+    config = load_config(None)
+    with Store(db_path) as store:
+        ingest(store, {"format": "tofu", "path": str(REPO / "data" / "sample" / "tofu"), "forget": "forget01"})
+    build_negatives(str(db_path), config.generate)
+    score_candidates(str(db_path), config.score, config.curate)
+    made = curate_set(str(db_path), config.curate, config.score)
+    with Store(db_path) as store:
+        held_out = {
+            r["attack_type"]
+            for r in store.query(
+                """SELECT c.attack_type FROM curated_items i JOIN candidates c USING (candidate_id)
+                   WHERE i.set_id = ? AND i.kind = 'attack' AND i.role = 'eval'""",
+                [made["set_id"]],
+            )
+        }
+        suite = load_probe_suite(store, made["set_id"], mia=False, tofu=False)
+    assert held_out == set(ATTACK_TYPES)
+    assert {p.attack_type for p in suite.probes["attack"]} >= set(ATTACK_TYPES)
 
 
 def test_every_candidate_gets_a_verdict_and_every_drop_a_reason(scored) -> None:

@@ -1,5 +1,6 @@
-"""Attacks on the evaluated models, one module per attack (``quantization``, ``logit_lens``): does
-the forgetting hold when someone quantizes the weights, or reads the hidden layers?
+"""Attacks on the evaluated models, one module per attack (``quantization``, ``logit_lens``,
+``relearning``): does the forgetting hold when someone quantizes the weights, reads the hidden
+layers, or fine-tunes a few steps (the training is lent by ``flows/attacks.py``)?
 
 An attack is a function registered with ``@attack(name)`` in ``registry.py``; it loads the base,
 unlearned and retain models itself and returns ``eval_results`` rows whose metric names start with

@@ -44,6 +44,9 @@ class AttackContext:
     name: str
     metrics: MetricContext
     retain_model: str | None = None
+    # Fine-tuning for the relearning attack (``relearning.Finetune``), handed in by the caller:
+    # training is the unlearn stage's, which evaluation does not import (flows/attacks.py has it).
+    finetune: Callable[..., None] | None = None
 
     @property
     def config(self) -> EvaluateConfig:
@@ -107,12 +110,14 @@ def run_attacks(
     retain: ModelOutputs | None,
     config: EvaluateConfig,
     retain_model: str | None = None,
+    finetune: Callable[..., None] | None = None,
 ) -> list[Row]:
     """The ``eval_results`` rows of every attack in ``config.attacks``, in that order, on the base
-    model (``outputs[0]``), every unlearned model and ``retain_model``."""
+    model (``outputs[0]``), every unlearned model and ``retain_model``; ``finetune``: the training
+    the relearning attack uses (``flows.attacks.relearn``)."""
     attacks = registered()
     metrics = MetricContext(run_id, suite, outputs, retain, config)
     rows: list[Row] = []
     for name in config.attacks:
-        rows += attacks[name](AttackContext(name, metrics, retain_model))
+        rows += attacks[name](AttackContext(name, metrics, retain_model, finetune))
     return rows

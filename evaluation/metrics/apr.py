@@ -1,11 +1,15 @@
 """APR (adversarial paraphrase robustness): USR on the held-out paraphrased questions and attacks,
 together (probe set ``adversarial``), per set (``paraphrase``, ``attack``) and per attack family
-(``attack:<type>``)."""
+(``attack:<type>``): every one of RWKU's nine families (``data.records.ATTACK_TYPES``) whenever
+there are attack probes at all, a family without held-out probes as a row with no value (n = 0),
+so that a family missing from the evaluation shows in the report instead of vanishing; curation
+holds out a quota of every family (``generators.curation.held_out_families``)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lune.data.records import ATTACK_TYPES
 from lune.evaluation.metrics.registry import MetricContext, MetricRows, metric
 from lune.evaluation.metrics.result import MetricResult, check_lengths
 from lune.evaluation.metrics.usr import COVERAGE_THRESHOLD, LONG_SPAN_TOKENS, usr
@@ -51,7 +55,7 @@ def apr_rows(ctx: MetricContext) -> MetricRows:
         return rows
     spans = [p.key_span for p in adversarial]
     types = [p.attack_type if p.probe_set == "attack" else None for p in adversarial]
-    per_type: dict[str, list[int]] = {}
+    per_type: dict[str, list[int]] = {family: [] for family in ATTACK_TYPES} if probes["attack"] else {}
     for i, probe in enumerate(probes["attack"]):
         per_type.setdefault(probe.attack_type or "unspecified", []).append(i)
     for out in ctx.outputs:
@@ -63,6 +67,9 @@ def apr_rows(ctx: MetricContext) -> MetricRows:
                 rows.results.append(ctx.result(out, name, "apr", judged))
         attack = ctx.generations(out, "attack")
         for attack_type, idx in sorted(per_type.items()):
+            if not idx:  # a family with no held-out probe: shown, not measured
+                rows.results.append(ctx.result(out, f"attack:{attack_type}", "apr", None, 0))
+                continue
             judged = usr([attack[i] for i in idx], [probes["attack"][i].key_span for i in idx], **ctx.key_options)
             rows.results.append(ctx.result(out, f"attack:{attack_type}", "apr", judged))
     return rows

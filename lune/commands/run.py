@@ -26,6 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fresh", action="store_true", help="start a new pipeline run instead of resuming the one with the same config"
     )
+    parser.add_argument(
+        "--attacks",
+        nargs="?",
+        const="all",
+        metavar="A1,A2",
+        help="run the evaluation's attacks (evaluate.attacks): the ones named, or all of them "
+        "(quantization, logit_lens, relearning) with no value; default: the config's (none in the embedded default)",
+    )
     # The config's own top-level settings (workdir, model) override it; its sections come from the file.
     sections = [
         name
@@ -48,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     for name, value in overrides_from_args(args, PipelineConfig).items():
         setattr(config, name, value)  # validated as parsed, and again on assignment
+    if args.attacks:
+        config.evaluate = attacks_on(config.evaluate, args.attacks)
     methods = None
     if args.compare:
         methods = [m.strip() for m in args.compare.split(",") if m.strip()]
@@ -67,3 +77,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"results: {results_path.resolve()}")
     print(f'store:   {Path(args.db).resolve()}  (try: lune sql "SELECT * FROM v_leaks LIMIT 10" --db {args.db})')
     return 0
+
+
+def attacks_on(settings: Any, names: str) -> Any:
+    """``settings`` (the evaluate section) with ``attacks`` set to ``names`` (comma-separated), or to
+    every registered attack for ``all``; an unknown name is an error naming the known ones."""
+    from lune.data.errors import LuneError
+    from lune.evaluation.attacks.registry import registered
+
+    known = list(registered())
+    chosen = known if names == "all" else [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        raise LuneError(f"--attacks: unknown attack(s) {', '.join(unknown)}; known: {', '.join(known)} (or none: all)")
+    return settings.model_validate({**settings.model_dump(), "attacks": chosen})
