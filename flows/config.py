@@ -15,6 +15,8 @@ from pydantic import Field
 from lune.core.config_base import ConfigModel, load_yaml, validate_config
 from lune.data.config import IngestConfig
 from lune.evaluation.config import EvaluateConfig
+from lune.evaluation.knowledge_probe import ProbeConfig
+from lune.flows.select_config import SelectConfig
 from lune.generators.config import CurateConfig, GenerateConfig, ScoreConfig
 from lune.unlearn.config import TeachConfig, UnlearnConfig
 
@@ -34,6 +36,13 @@ class PipelineConfig(ConfigModel):
         "teach.base_model is taught first",
     )
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    probe: ProbeConfig = Field(
+        default_factory=ProbeConfig,
+        description="knowledge probe before generation: keep only the facts the model answers",
+    )
+    select: SelectConfig = Field(
+        default_factory=SelectConfig, description="caps on the facts per split (after the probe), before generation"
+    )
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)

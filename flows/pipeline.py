@@ -1,6 +1,8 @@
 """The whole pipeline as one Prefect flow, each stage a subflow, in the order of the diagram:
 
-    ingest -> generate -> score -> curate (+ export) -> teach -> unlearn (per method) -> evaluate
+    ingest -> [select] -> generate -> score -> curate (+ export) -> teach -> unlearn (per method) -> evaluate
+
+``select`` runs when the config asks for the knowledge probe or caps facts (``flows/select.py``).
 
 One pipeline run id ties every row and artefact together: each stage runs under a stage run id
 derived from it (``runs.parent_run_id`` is the pipeline run). The pipeline run id itself is a hash
@@ -30,7 +32,11 @@ from lune.flows.config import PipelineConfig
 
 def pipeline_run_id(config: PipelineConfig, db: str) -> str:
     """Same resolved config and store, same pipeline run (what makes a rerun resume)."""
-    return content_id("pipeline", config.model_dump(mode="json"), str(Path(db).resolve()))[:16]
+    settings = config.model_dump(mode="json")
+    for name in ("probe", "select"):  # sections added later: at their defaults they leave earlier run ids alone
+        if settings.get(name) == type(getattr(config, name))().model_dump(mode="json"):
+            settings.pop(name)
+    return content_id("pipeline", settings, str(Path(db).resolve()))[:16]
 
 
 def stage_run_id(pipeline_id: str, stage: str, label: str = "") -> str:
@@ -93,6 +99,16 @@ def _dump(section: Any) -> dict[str, Any]:
     return section.model_dump(mode="json")
 
 
+def pipeline_corpora(config: PipelineConfig) -> list[str]:
+    """The corpus names the config's ingest sources write (a source's ``corpus``, else its format or
+    benchmark name): the facts the select step may set aside."""
+    names = []
+    for source in config.ingest.sources:
+        default = source.benchmark.partition(":")[0].strip() if source.benchmark else source.format
+        names.append(source.corpus or default)
+    return sorted({n for n in names if n})
+
+
 @flow(name="lune-pipeline")
 def pipeline(
     db: str, config: PipelineConfig, methods: list[str] | None = None, run_id: str | None = None
@@ -126,6 +142,29 @@ def pipeline(
             lambda rid: ingest_flow(db, config.ingest, run_id=rid, parent_run_id=pid),
             config=_dump(config.ingest),
         )
+        if config.probe.enabled or config.select.max_facts:
+            # Before generation: the facts the model does not answer, and those over the caps, are set aside.
+            from lune.flows.select import select_facts
+
+            stage(
+                "select",
+                lambda rid: select_facts(
+                    db,
+                    pipeline_corpora(config),
+                    select=config.select,
+                    probe=config.probe,
+                    model=config.model,
+                    run_id=rid,
+                    parent_run_id=pid,
+                ),
+                config={"probe": _dump(config.probe), "select": _dump(config.select)},
+            )
+        else:  # a selection an earlier config made on these corpora no longer applies: every fact is back
+            from lune.data.fact_selection import restore_set_aside
+
+            restored = restore_set_aside(store, pipeline_corpora(config))
+            if restored:
+                announce(f"[select] {restored} facts an earlier selection set aside are back in their splits")
         stage(
             "generate",
             lambda rid: build_negatives(db, config.generate, run_id=rid, parent_run_id=pid),

@@ -12,10 +12,26 @@ from lune.config_reference import reference_markdown
 from lune.data.errors import LuneError
 from lune.data.loaders import load_source
 from lune.data.loaders.benchmarks import SHIPPED, resolve
-from lune.flows.config import DEFAULT_CONFIG, load_config
+from lune.flows.config import DEFAULT_CONFIG, PipelineConfig, load_config
+from lune.flows.sweep_config import load_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "configs").glob("*.yaml"))
+SAMPLE = REPO / "data" / "sample"
+
+
+def load_example(path: Path) -> PipelineConfig:
+    """A shipped config as `lune run` (or, with a `sweep:` section, `lune sweep`) reads it."""
+    if "\nsweep:" in path.read_text(encoding="utf-8"):
+        config, points = load_sweep(path)
+        assert points  # every point validated as a whole pipeline config
+        return config
+    return load_config(path)
+
+
+def builds_on_the_embedded_default(config: PipelineConfig) -> bool:
+    """Variants of the embedded default (LoRA-taught, the CI sweep) read the shipped sample."""
+    return all(source.path and Path(source.path).is_relative_to(SAMPLE) for source in config.ingest.sources)
 
 
 def test_the_embedded_default_reads_the_shipped_sample() -> None:
@@ -29,8 +45,12 @@ def test_the_embedded_default_reads_the_shipped_sample() -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_config_reads_benchmark_files_shipped_in_the_repository(path: Path) -> None:
-    config = load_config(path)
+    config = load_example(path)
     assert config.ingest.sources
+    if builds_on_the_embedded_default(config):
+        # Teaches the tiny model from scratch on the sample, as the embedded default does.
+        assert config.teach.enabled and not config.teach.base_model and not config.model
+        return
     for source in config.ingest.sources:
         assert source.benchmark and not source.hub  # by reference, read offline
         assert Path(resolve(source).path).is_relative_to(SHIPPED)
@@ -52,7 +72,7 @@ def test_an_unknown_benchmark_in_a_config_names_the_source_and_what_exists(tmp_p
 
 
 def test_the_examples_cover_what_the_readme_promises() -> None:
-    by_name = {p.stem: load_config(p) for p in EXAMPLES}
+    by_name = {p.stem: load_example(p) for p in EXAMPLES}
     assert by_name["gpu-7b-vllm"].generate.backend == "vllm"
     assert by_name["openai-servers"].generate.backend == "openai"
     assert by_name["openai-servers"].generate.openai.base_urls
