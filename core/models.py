@@ -1,8 +1,10 @@
 """Which models an evaluation compares, and loading them for transformers.
 
 A model to evaluate is a :class:`ModelSpec`: the base model directory plus, optionally, a PEFT
-adapter directory (LUNE and other LoRA methods) or a full model directory of its own (methods that
-rewrite every weight). ``base`` is always evaluated first, on the same probes.
+adapter directory (LUNE and other LoRA methods), an intervention artefact (GRUN: hooks on the base
+model, ``core/interventions.py``; transformers only, vLLM cannot serve them) or a full model
+directory of its own (methods that rewrite every weight). ``base`` is always evaluated first, on the
+same probes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lune.core.interventions import is_intervention_dir
 from lune.core.model_refs import resolve_model
 from lune.data.errors import LuneError
 
@@ -22,16 +25,23 @@ RETAIN_LABEL = "retain_model"
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model to evaluate: ``model_path`` (+ ``adapter_path`` when a PEFT adapter)."""
+    """One model to evaluate: ``model_path`` (+ ``adapter_path`` when a PEFT adapter, or
+    ``interventions_path`` when GRUN's interventions)."""
 
     label: str
     model_path: str
     adapter_path: str | None = None
     method: str | None = None
+    interventions_path: str | None = None
 
     @property
     def is_adapter(self) -> bool:
         return self.adapter_path is not None
+
+    @property
+    def needs_transformers(self) -> bool:
+        """Interventions are forward hooks: no vLLM LoRA request can carry them."""
+        return self.interventions_path is not None
 
 
 def is_adapter_dir(path: str | Path) -> bool:
@@ -54,9 +64,10 @@ def _check_model_dir(path: str | Path, what: str) -> None:
     p = Path(path)
     if not p.is_dir():
         raise LuneError(f"{what} {p}: no such directory")
-    if not (p / "config.json").exists() and not is_adapter_dir(p):
+    if not (p / "config.json").exists() and not is_adapter_dir(p) and not is_intervention_dir(p):
         raise LuneError(
-            f"{what} {p}: neither a model (config.json) nor a PEFT adapter (adapter_config.json); "
+            f"{what} {p}: neither a model (config.json), a PEFT adapter (adapter_config.json) nor "
+            "interventions (interventions.json); "
             "pass a directory written by `lune teach` or `lune unlearn`"
         )
 
@@ -78,6 +89,8 @@ def model_specs(base_model: str | Path, adapters: Mapping[str, str | Path | None
         method = read_manifest(path).get("method") or label
         if is_adapter_dir(path):
             specs.append(ModelSpec(label, str(base_model), str(path), method))
+        elif is_intervention_dir(path):
+            specs.append(ModelSpec(label, str(base_model), None, method, interventions_path=str(path)))
         else:
             specs.append(ModelSpec(label, str(path), None, method))
     return specs
@@ -101,8 +114,8 @@ def load_causal_lm(path: str | Path) -> tuple[Any, Any]:
 
 def iter_loaded(specs: Sequence[ModelSpec]) -> Iterator[tuple[ModelSpec, Any, Any]]:
     """Yield ``(spec, model, tokenizer)`` for each spec in turn, loading each base model once and
-    attaching adapters to it one at a time (PEFT ``unload`` takes an adapter off again, unmerged).
-    Consume each model before asking for the next."""
+    attaching adapters to it one at a time (PEFT ``unload`` takes an adapter off again, unmerged;
+    interventions are hooks, removed after use). Consume each model before asking for the next."""
     current_path: str | None = None
     model = tokenizer = None
     for spec in specs:
@@ -110,6 +123,15 @@ def iter_loaded(specs: Sequence[ModelSpec]) -> Iterator[tuple[ModelSpec, Any, An
             model = tokenizer = None  # one base model in memory at a time
             model, tokenizer = load_causal_lm(spec.model_path)
             current_path = spec.model_path
+        if spec.interventions_path is not None:
+            from lune.core.interventions import attach
+
+            handle = attach(model, spec.interventions_path, tokenizer=tokenizer)
+            try:
+                yield spec, model, tokenizer
+            finally:
+                handle.remove()
+            continue
         if spec.adapter_path is None:
             yield spec, model, tokenizer
             continue

@@ -2,8 +2,9 @@
 log-likelihoods (MIA scores, TOFU answer likelihoods), as :class:`~lune.evaluation.outputs.ModelOutputs`.
 
 Generation goes through transformers (``core/greedy.py``, each adapter attached with PEFT) or vLLM
-(``core/vllm_engine.py``: one engine per base model, each adapter a LoRA request, no merge);
-log-likelihoods always through transformers (min-k%++ needs the whole next-token distribution).
+(``core/vllm_engine.py``: one engine per base model, each adapter a LoRA request, no merge; GRUN's
+interventions always through transformers, :func:`generation_backend`); log-likelihoods always
+through transformers (min-k%++ needs the whole next-token distribution).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lune.core.models import RETAIN_LABEL, ModelSpec, iter_loaded
-from lune.core.prompt_format import format_completion, render_prompt
+from lune.core.prompt_format import render_prompt
+from lune.core.tokens import answer_text, encode_pair
 from lune.core.vllm_engine import VLLMEngine, load_engine
 from lune.evaluation.config import EvaluateConfig
 from lune.evaluation.metrics.mia import mia_scores
@@ -40,12 +42,34 @@ def _split_by_set(suite: ProbeSuite, answers: Sequence[str]) -> dict[str, list[s
     return out
 
 
-def transformers_generate(model: Any, tokenizer: Any, config: EvaluateConfig) -> GenerateFn:
-    """Greedy answers of an in-memory model (``core/greedy.py``)."""
+# Room past the longest reference answer: a chat template's end-of-turn tokens, a trailing full stop.
+FIT_MARGIN_TOKENS = 8
+
+
+def generation_cap(tokenizer: Any, suite: ProbeSuite, config: EvaluateConfig) -> int:
+    """New tokens a greedy answer may take: ``config.max_new_tokens``, or with ``fit_max_new_tokens``
+    the longest reference answer of the suite's probes in this tokenizer's tokens (as it follows the
+    prompt, ``core/tokens.py``) plus FIT_MARGIN_TOKENS, never above ``max_new_tokens``: a model that
+    reproduces any answer exactly is never cut off (ROUGE-L recall 1), and no answer runs longer."""
+    if not config.fit_max_new_tokens:
+        return config.max_new_tokens
+    answers = {probe.answer for probe in suite.all_probes() if probe.answer}
+    if not answers:
+        return config.max_new_tokens
+    longest = max(len(tokenizer(answer_text(tokenizer, a), add_special_tokens=False)["input_ids"]) for a in answers)
+    return min(config.max_new_tokens, longest + FIT_MARGIN_TOKENS)
+
+
+def transformers_generate(
+    model: Any, tokenizer: Any, config: EvaluateConfig, max_new_tokens: int | None = None
+) -> GenerateFn:
+    """Greedy answers of an in-memory model (``core/greedy.py``), at most ``max_new_tokens`` new
+    tokens each (default ``config.max_new_tokens``; :func:`generation_cap` fits it to a suite)."""
     from lune.core.greedy import greedy_answers
 
+    cap = config.max_new_tokens if max_new_tokens is None else max_new_tokens
     return lambda questions: greedy_answers(
-        model, tokenizer, questions, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size
+        model, tokenizer, questions, max_new_tokens=cap, batch_size=config.batch_size
     )
 
 
@@ -59,13 +83,14 @@ def generate_with(suite: ProbeSuite, generate: GenerateFn) -> tuple[dict[str, li
     return _split_by_set(suite, answers), time.perf_counter() - start
 
 
-def _engine_answers(engine: VLLMEngine, adapter: str | None, config: EvaluateConfig) -> GenerateFn:
-    """Greedy answers of the vLLM engine (with the LoRA ``adapter``, or the base model for None)."""
+def _engine_answers(engine: VLLMEngine, adapter: str | None, max_new_tokens: int) -> GenerateFn:
+    """Greedy answers of the vLLM engine (with the LoRA ``adapter``, or the base model for None);
+    the engine tokenises each prompt with ``core/tokens.py`` (one BOS)."""
 
     def answer(questions: Sequence[str]) -> list[str]:
         tokenizer = engine.tokenizer
         prompts = [render_prompt(tokenizer, question) for question in questions]
-        return engine.greedy(prompts, max_tokens=config.max_new_tokens, adapter=adapter)
+        return engine.greedy(prompts, max_tokens=max_new_tokens, adapter=adapter)
 
     return answer
 
@@ -81,8 +106,9 @@ def generate_all_vllm(suite: ProbeSuite, specs: Sequence[ModelSpec], config: Eva
         adapters = [s.adapter_path for s in group if s.adapter_path]
         engine = load_engine(model_path, enable_lora=bool(adapters), adapters=adapters, max_loras=max(1, len(adapters)))
         try:
+            cap = generation_cap(engine.tokenizer, suite, config)
             for spec in group:
-                generations, seconds = generate_with(suite, _engine_answers(engine, spec.adapter_path, config))
+                generations, seconds = generate_with(suite, _engine_answers(engine, spec.adapter_path, cap))
                 outputs[spec.label] = ModelOutputs(spec, generations, seconds={"generate": seconds})
         finally:
             engine.close()  # free the engine before the next one (or the transformers models) loads
@@ -90,11 +116,6 @@ def generate_all_vllm(suite: ProbeSuite, specs: Sequence[ModelSpec], config: Eva
 
 
 # -- step 3: likelihoods -----------------------------------------------------------------------
-
-
-def _completion(tokenizer: Any, answer: str) -> str:
-    # After a chat template's generation prompt the answer starts bare; after "Answer:" with a space.
-    return answer.strip() if getattr(tokenizer, "chat_template", None) else format_completion(answer)
 
 
 def score_likelihoods(
@@ -109,31 +130,31 @@ def score_likelihoods(
     """MIA scores of the suite's member / non-member texts and TOFU answer likelihoods of its truth
     items (``groups``: which truth groups, default all; with each answer's teacher-forced greedy
     matches, from the same pass) under one model."""
-    from lune.core.likelihood import completion_stats
+    from lune.core.likelihood import pair_stats
 
     start = time.perf_counter()
     scores: dict[str, list[dict[str, float]]] = {}
     if (config.mia if mia is None else mia) and suite.mia_members and suite.mia_nonmembers:
         for side, texts in (("member", suite.mia_members), ("nonmember", suite.mia_nonmembers)):
-            prompts = [render_prompt(tokenizer, t.question) if t.question else "" for t in texts]
-            completions = [_completion(tokenizer, t.text) if t.question else t.text for t in texts]
-            stats = completion_stats(model, tokenizer, prompts, completions, batch_size=max(1, config.batch_size // 2))
-            scores[side] = [mia_scores(s, t.text, config.min_k) for s, t in zip(stats, texts)]
+            # a fact's answer closes with EOS as taught (score_eos); a passage is scored as it stands
+            eos = [config.score_eos and bool(t.question) for t in texts]
+            pairs = [encode_pair(tokenizer, t.question, t.text, eos=e) for t, e in zip(texts, eos)]
+            stats = pair_stats(model, tokenizer, pairs, batch_size=max(1, config.batch_size // 2))
+            scores[side] = [
+                mia_scores(s, t.text, config.min_k, config.min_k_rounding, eos_scored=e)
+                for s, t, e in zip(stats, texts, eos)
+            ]
     truth: dict[str, list[TruthLikelihoods]] = {}
     if config.tofu:
         for group, items in suite.truth.items():
             if groups is not None and group not in groups:
                 continue
-            prompts, completions, shape = [], [], []
+            pairs, shape = [], []
             for item in items:
-                prompt = render_prompt(tokenizer, item.question)
                 answers = [item.answer, *item.paraphrased, *item.perturbed]
-                prompts += [prompt] * len(answers)
-                completions += [_completion(tokenizer, a) for a in answers]
+                pairs += [encode_pair(tokenizer, item.question, a, eos=config.score_eos) for a in answers]
                 shape.append((len(item.paraphrased), len(item.perturbed)))
-            stats = completion_stats(
-                model, tokenizer, prompts, completions, batch_size=config.batch_size, distribution=False
-            )
+            stats = pair_stats(model, tokenizer, pairs, batch_size=config.batch_size, distribution=False)
             values = [s.mean_logprob for s in stats]
             pos, rows = 0, []
             for n_para, n_pert in shape:
@@ -142,12 +163,20 @@ def score_likelihoods(
                         values[pos],
                         values[pos + 1 : pos + 1 + n_para],
                         values[pos + 1 + n_para : pos + 1 + n_para + n_pert],
-                        stats[pos].is_argmax.tolist(),
+                        # exact memorization / extraction strength: the answer's own tokens (EOS left out,
+                        # as open-unlearning's tokenwise_logprobs leaves it out)
+                        (stats[pos].without_last() if config.score_eos else stats[pos]).is_argmax.tolist(),
                     )
                 )
                 pos += 1 + n_para + n_pert
             truth[group] = rows
     return scores, truth, time.perf_counter() - start
+
+
+def generation_backend(spec: ModelSpec, config: EvaluateConfig) -> str:
+    """Where ``spec``'s answers are generated: ``config.backend``, except interventions (GRUN),
+    which only transformers runs."""
+    return "transformers" if spec.needs_transformers else config.backend
 
 
 def evaluate_specs(
@@ -160,15 +189,18 @@ def evaluate_specs(
         import torch
 
         threads = torch.get_num_threads()
-        outputs = generate_all_vllm(suite, specs, config)
+        # interventions (GRUN) are hooks on a transformers model: no LoRA request carries them
+        outputs = generate_all_vllm(suite, [s for s in specs if not s.needs_transformers], config)
         torch.set_num_threads(threads)  # vLLM's CPU engine drops the process to one thread
     need_likelihoods = config.mia or config.tofu
-    if config.backend == "transformers" or need_likelihoods:
-        for spec, model, tokenizer in iter_loaded(specs):
+    in_transformers = [s for s in specs if generation_backend(s, config) == "transformers"]
+    if in_transformers or need_likelihoods:
+        for spec, model, tokenizer in iter_loaded(specs if need_likelihoods else in_transformers):
             out = outputs.setdefault(spec.label, ModelOutputs(spec))
-            if config.backend == "transformers":
+            if generation_backend(spec, config) == "transformers":
+                cap = generation_cap(tokenizer, suite, config)
                 out.generations, out.seconds["generate"] = generate_with(
-                    suite, transformers_generate(model, tokenizer, config)
+                    suite, transformers_generate(model, tokenizer, config, cap)
                 )
             if need_likelihoods:
                 out.mia, out.truth, out.seconds["likelihood"] = score_likelihoods(model, tokenizer, suite, config)

@@ -22,7 +22,8 @@ from lune.unlearn.trainer import REGISTRY, UnlearnTrainer
 
 def test_each_module_of_the_methods_folder_registers_its_method() -> None:
     modules = {m.name for m in pkgutil.iter_modules(methods_package.__path__)}
-    assert modules == set(METHODS) == {"lune", "grad_ascent", "grad_diff", "npo", "idk", "full_ft", "simnpo", "rmu"}
+    expected = {"lune", "grad_ascent", "grad_diff", "npo", "idk", "full_ft", "simnpo", "rmu", "grun", "llmeraser"}
+    assert modules == set(METHODS) == expected
     for name, cls in METHODS.items():
         assert cls.name == name and cls.__module__ == f"lune.unlearn.methods.{name}"
     assert next(iter(METHODS)) == "lune"  # LUNE first: the default, and the first choice shown

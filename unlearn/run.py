@@ -9,8 +9,10 @@ model), write the manifest, record the run.
 Output folder: LoRA methods write a PEFT adapter (``adapter_config.json``,
 ``adapter_model.safetensors``) and ``manifest.json``; ``merge`` adds ``merged/`` (the base model with
 the adapter folded in, loadable without PEFT). ``full_ft`` writes a whole model (weights and
-tokenizer) and ``manifest.json``. The folder is written beside its final place and moved there at
-the end, so a crash never leaves a half-written adapter that looks finished.
+tokenizer) and ``manifest.json``. ``grun`` writes its interventions (``interventions.json``,
+``interventions.safetensors``: ``core/interventions.py``) and ``manifest.json``. The folder is
+written beside its final place and moved there at the end, so a crash never leaves a half-written
+adapter that looks finished.
 """
 
 from __future__ import annotations
@@ -152,8 +154,10 @@ def _unlearn(
 ) -> UnlearnResult:
     started = time.perf_counter()
     base_hash = model_fingerprint(model_path) if model_path.is_dir() else None
-    model, tokenizer = load_model(model_path, config)
-    trainer = METHODS[config.method](model, tokenizer, data, config, progress=progress)
+    method = METHODS[config.method]
+    model, tokenizer = method.load(model_path, config)
+    trainer = method(model, tokenizer, data, config, progress=progress)
+    trainer.model_path = model_path
     outcome = trainer.train()
 
     partial = out.with_name(out.name + ".partial")
@@ -161,9 +165,7 @@ def _unlearn(
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     trained = trainer.model
-    trained.save_pretrained(str(partial), safe_serialization=True)
-    if not trainer.uses_lora:
-        tokenizer.save_pretrained(str(partial))
+    kind = trainer.save_output(partial, tokenizer)  # adapter, whole model, or GRUN's interventions
     merged = None
     if config.merge and trainer.uses_lora:
         merged = partial / "merged"
@@ -171,7 +173,7 @@ def _unlearn(
         tokenizer.save_pretrained(str(merged))
     metrics = outcome.metrics()
     manifest_fields = {
-        "kind": "adapter" if trainer.uses_lora else "model",
+        "kind": kind,
         "method": config.method,
         "set_id": data.set_id,
         "data": data.source,
@@ -194,6 +196,7 @@ def _unlearn(
         "anchor_fact_ids": outcome.anchor_facts,
         "monitor_fact_ids": outcome.monitor_facts,
         "run_id": run_id,
+        **trainer.manifest_fields(),
     }
     write_manifest(partial, manifest_fields)
     if out.exists():

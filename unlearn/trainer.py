@@ -91,6 +91,7 @@ class UnlearnTrainer:
     """Base of the methods (see the module docstring); not a method itself."""
 
     name: ClassVar[str]  # what a config calls the method; set by each method class
+    model_path: Any = None  # the folder the run loaded the model from (set by unlearn.run; LLMEraser reads it)
     uses_lora: ClassVar[bool] = True
     Options: ClassVar[type[MethodOptions]] = MethodOptions  # the method's own settings
     # Options with the ``method`` tag: the method's member of the config's ``method_options`` union
@@ -163,6 +164,26 @@ class UnlearnTrainer:
     def adapted_layers(self, model: Any) -> list[int] | None:
         """The decoder layers (0-based) that get LoRA adapters; None: every layer (RMU: up to the steered one)."""
         return None
+
+    @classmethod
+    def load(cls, model_path: Any, config: UnlearnConfig) -> tuple[Any, Any]:
+        """The model and tokenizer a run of this method starts from (LLMEraser: the base and its taught adapter)."""
+        from lune.unlearn.run import load_model  # run imports the methods, which import this module
+
+        return load_model(model_path, config)
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """Keys this method adds to ``manifest.json`` (LLMEraser: the corrected adapter's record)."""
+        return {}
+
+    def save_output(self, folder: Any, tokenizer: Any) -> str:
+        """Write what training produced into ``folder``; return the manifest's ``kind``: the PEFT
+        adapter (``adapter``), or the whole model and its tokenizer (``model``, no adapter). GRUN
+        overrides it (``interventions``)."""
+        self.model.save_pretrained(str(folder), safe_serialization=True)
+        if not self.uses_lora:
+            tokenizer.save_pretrained(str(folder))
+        return "adapter" if self.uses_lora else "model"
 
     def build_optimizer(self) -> tuple[list[Any], Any, Any]:
         """(trainable parameters, AdamW over them, the warm-up schedule): what the loop steps."""
