@@ -36,6 +36,24 @@ class TinyModelSettings(ConfigModel):
     seed: int = Field(0, description="initialisation seed")
 
 
+class TeachAdapter(ConfigModel):
+    """Teach into a LoRA adapter instead of every weight (the setting LLMEraser corrects; unlearn/teach_adapter.py)."""
+
+    enabled: bool = Field(False, description="teach a LoRA adapter on the frozen base (the taught folder is merged)")
+    rank: int = Field(8, ge=1, description="adapter rank r")
+    alpha: float = Field(32.0, gt=0, description="scaling numerator: the update is (alpha / r) * B A")
+    # No dropout by default: the influence estimate's Hessian is then a function of the weights alone.
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter input")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="module names to adapt; 'all-linear': every attention and MLP projection"
+    )
+    # A randomly initialised tiny base cannot memorise facts through LoRA alone (cross-entropy stays
+    # near 5); with its output head trainable too it does (measured: docs/llmeraser.md).
+    modules_to_save: list[str] = Field(
+        ["lm_head"], description="modules trained in full beside the adapter (the tiny model needs its output head)"
+    )
+
+
 class TeachConfig(ConfigModel):
     """Teaching a model the facts before unlearning them (the TOFU protocol), and the retain model."""
 
@@ -75,6 +93,9 @@ class TeachConfig(ConfigModel):
         "(auto: on CPUs with native bfloat16, see unlearn/precision.py)",
     )
     check_recall: bool = Field(True, description="measure key-span recall on the taught facts after training")
+    adapter: TeachAdapter = Field(
+        default_factory=TeachAdapter, description="teach into a LoRA adapter (recorded with its training set)"
+    )
 
 
 class LoraSettings(ConfigModel):

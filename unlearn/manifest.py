@@ -6,7 +6,9 @@ Written next to the weights by ``lune unlearn`` and ``lune teach``; read back by
 loaded), ``base_model_ref`` (as given: a folder, a GGUF file or a known name), ``base_model_hash``,
 ``config`` (resolved), ``metrics`` (the kept check, the stop reason, the history of checks,
 resources), ``trainable_params``, ``total_params``, ``anchor_fact_ids``, ``monitor_fact_ids``,
-``run_id``, ``created_at``, ``versions``.
+``run_id``, ``created_at``, ``versions``. A model taught into a LoRA adapter (``teach.adapter``), and
+LLMEraser's output, add ``teach_adapter``: the adapter folder, its base model, and its training set
+by fact id (``training_fact_ids``; the facts themselves in ``adapter/training_facts.jsonl``).
 """
 
 from __future__ import annotations
