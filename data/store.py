@@ -49,6 +49,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "eval_results": ("result_id",),
     "eval_items": ("item_id",),
     "rejections": ("rejection_id",),
+    "sweep_points": ("sweep_id", "point_id", "model_label", "metric"),
 }
 
 

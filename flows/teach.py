@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
+from lune.core.threads import torch_threads
 from lune.unlearn.config import TeachConfig
 
 
@@ -39,7 +40,7 @@ def teach_models(
     from lune.data.store import Store
     from lune.unlearn.teach import teach
 
-    with Store.open(db) as store:
+    with torch_threads(), Store.open(db) as store:  # threads sized to the cores this process may use
         result = teach(
             facts,
             workdir,

@@ -13,6 +13,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NONE
 
+from lune.core.threads import torch_threads
 from lune.data.errors import LuneError
 from lune.unlearn.config import UnlearnConfig
 
@@ -57,7 +58,7 @@ def train(
 
     data = build_data(inputs["rows"], inputs["retain"], set_id=inputs["set_id"])
     data.source = inputs["source"]
-    with Store.open(db) as store:
+    with torch_threads(), Store.open(db) as store:  # threads sized to the cores this process may use
         result = unlearn(
             model,
             data,

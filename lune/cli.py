@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "lune.commands.evaluate",
     "report": "lune.commands.report",
     "run": "lune.commands.run",
+    "sweep": "lune.commands.sweep",
     "sql": "lune.commands.sql",
     "stats": "lune.commands.stats",
 }

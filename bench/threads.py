@@ -1,0 +1,209 @@
+"""Benchmark of lune's torch thread sizing (``core/threads.py``) on a shared machine.
+
+    python bench/threads.py competitor     # a lune stage alone, then beside one CPU-bound process
+    python bench/threads.py workers        # a small sweep grid on 1 worker, then on 2 Dask workers
+    python bench/threads.py all --json out.json
+
+Run it on an otherwise idle machine (the claims are about one competitor, not an unknown load).
+
+``competitor``: the stage is a fixed training workload of the teach / unlearn kind (the tiny Llama,
+``--steps`` optimiser steps over the TOFU sample's facts, in its own process, threads sized by
+``core.threads.torch_threads`` as the stages size them). It runs (1) alone, (2) beside one
+CPU-bound competitor: another torch process multiplying matrices on as many threads as the
+machine has cores (torch's default, like the measured case of issue 19), and (3) beside the same
+competitor with the sizing overridden to every core (``LUNE_THREADS``: lune before this sizing),
+stopped after ``--limit`` seconds. Target: (2) / (1) <= 2.5.
+
+``workers``: ``lune sweep`` over a grid of ``--points`` LoRA ranks on a small TOFU slice (shared
+stages prepared first, outside the timing); the points then run on 1 worker (threads runner), and
+on 2 Dask worker processes (a local cluster). Target: 2 workers no slower than 1.
+Prints a Markdown table; ``--json`` also writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+for key, value in {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(key, value)
+
+COMPETITOR = """
+import torch, time
+a = torch.randn(1024, 1024)
+while True:
+    a = torch.tanh(a @ a)
+"""
+
+STAGE = """
+import json, sys, time
+import torch
+from lune.core.threads import torch_threads
+from lune.unlearn.tiny_model import build_tiny_llama
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+folder, steps = sys.argv[1], int(sys.argv[2])
+texts = json.load(open(folder + "/texts.json"))
+model = AutoModelForCausalLM.from_pretrained(folder + "/model")
+tok = AutoTokenizer.from_pretrained(folder + "/model")
+tok.pad_token = tok.pad_token or tok.eos_token
+torch.manual_seed(0)
+torch.set_flush_denormal(True)
+opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+with torch_threads() as threads:
+    started = time.perf_counter()
+    for step in range(steps):
+        batch = texts[(step * 16) % len(texts):][:16]
+        enc = tok(batch, return_tensors="pt", padding=True, truncation=True, max_length=64)
+        loss = model(**enc, labels=enc["input_ids"]).loss
+        loss.backward(); opt.step(); opt.zero_grad()
+    seconds = time.perf_counter() - started
+print(json.dumps({"seconds": seconds, "threads": threads}))
+"""
+
+
+def env(**extra: str) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "LUNE_THREADS")}
+    return {**out, **extra}
+
+
+def prepare_model(folder: Path) -> None:
+    from lune.unlearn.tiny_model import build_tiny_llama
+
+    texts = []
+    for path in sorted((REPO / "data" / "sample" / "tofu").glob("*.json")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                texts.append(f"{row['question']} {row['answer']}")
+    (folder / "texts.json").write_text(json.dumps(texts), encoding="utf-8")
+    if not (folder / "model").exists():
+        build_tiny_llama(texts, folder / "model")
+
+
+def run_stage(folder: Path, steps: int, limit: float, **extra: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", STAGE, str(folder), str(steps)],
+            capture_output=True,
+            text=True,
+            timeout=limit,
+            env=env(**extra),
+            check=True,
+        )
+    except subprocess.TimeoutExpired:
+        return {"seconds": None, "stopped_after": round(time.perf_counter() - started, 1)}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def competitor(args: argparse.Namespace) -> dict[str, Any]:
+    folder = Path(args.workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    prepare_model(folder)
+    run_stage(folder, 2, args.limit)  # warm caches
+    alone = run_stage(folder, args.steps, args.limit)
+    results = {"alone": alone}
+    cores = len(os.sched_getaffinity(0))
+    for label, extra in (
+        ("beside one competitor", {}),
+        ("beside one competitor, every core", {"LUNE_THREADS": str(cores)}),
+    ):
+        spin = subprocess.Popen([sys.executable, "-c", COMPETITOR], env=env())
+        try:
+            time.sleep(2)  # the competitor at full speed before the stage sizes its threads
+            results[label] = run_stage(folder, args.steps, args.limit, **extra)
+        finally:
+            spin.kill()
+            spin.wait()
+    for value in results.values():
+        value["slowdown"] = round(value["seconds"] / alone["seconds"], 2) if value.get("seconds") else None
+    return results
+
+
+def sweep_file(folder: Path, points: int, runner: dict[str, Any]) -> Path:
+    import yaml
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_sweep import tiny_sample  # the tests' TOFU slice: 10 forget, 20 retain, 10 utility facts
+
+    data = folder / "tofu"
+    if not data.exists():
+        tiny_sample(data)
+    config = {
+        "workdir": str(folder / "work"),
+        "ingest": {"sources": [{"format": "tofu", "path": str(data), "forget": "forget01"}]},
+        "generate": {"n": 1, "include_dataset": False},
+        "teach": {"epochs": 4, "min_steps": 40, "check_recall": False, "retain_model": False},
+        "unlearn": {"max_steps": 20, "eval_every": 10, "monitor_forget": 8, "monitor_retain": 8},
+        "evaluate": {"max_per_set": 10, "plots": False, "mia": False},
+        "sweep": {"axes": [{"key": "unlearn.lora.rank", "values": [2**i for i in range(points)]}], **runner},
+    }
+    path = folder / f"sweep-{runner.get('task_runner')}-{runner.get('workers')}.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def workers(args: argparse.Namespace) -> dict[str, Any]:
+    os.environ.pop("OMP_NUM_THREADS", None)
+    os.environ.pop("LUNE_THREADS", None)
+    from lune.flows.sweep import prepare_data, sweep_flow
+    from lune.flows.sweep_config import load_sweep
+
+    folder = Path(args.workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    one = sweep_file(folder, args.points, {"task_runner": "threads", "workers": 1})
+    two = sweep_file(folder, args.points, {"task_runner": "dask", "workers": 2})
+    _, points = load_sweep(one)
+    prepare_data(points[0].config)  # the shared stages, outside the timing
+    results = {}
+    for label, path in (("1 worker", one), ("2 Dask workers", two)):
+        db = folder / f"{path.stem}-{time.time_ns()}.duckdb"  # a fresh results store: every point runs
+        started = time.perf_counter()
+        summary = sweep_flow(str(db), str(path), report=False)
+        results[label] = {
+            "seconds": round(time.perf_counter() - started, 1),
+            "points": len(summary["points"]),
+            "threads": sorted({p.get("threads") for p in summary["points"]}),
+        }
+    results["2 Dask workers"]["speedup"] = round(
+        results["1 worker"]["seconds"] / results["2 Dask workers"]["seconds"], 2
+    )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["competitor", "workers", "all"])
+    parser.add_argument("--steps", type=int, default=60, help="competitor: optimiser steps of the stage")
+    parser.add_argument("--limit", type=float, default=1800, help="competitor: seconds before a stage is stopped")
+    parser.add_argument("--points", type=int, default=4, help="workers: grid points (LoRA ranks 1, 2, 4, ...)")
+    parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "lune-bench-threads"))
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    out: dict[str, Any] = {"cores": len(os.sched_getaffinity(0))}
+    if args.what in ("competitor", "all"):
+        out["competitor"] = competitor(args)
+    if args.what in ("workers", "all"):
+        out["workers"] = workers(args)
+    print("| case | seconds | threads | ratio |\n|---|---|---|---|")
+    for section in ("competitor", "workers"):
+        for label, row in out.get(section, {}).items():
+            ratio = row.get("slowdown", row.get("speedup", ""))
+            seconds = f"{row['seconds']:.1f}" if row.get("seconds") else f"stopped at {row.get('stopped_after')}"
+            print(f"| {section}: {label} | {seconds} | {row.get('threads')} | {ratio} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
