@@ -32,11 +32,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.runtime import task_run
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from lune.core.model_refs import resolve_model
 from lune.data.errors import LuneError
 from lune.data.store import Store
+from lune.flows.task_runners import make_task_runner
 from lune.generators import generate as stage
 from lune.generators.batches import RunPlan, Tally, plan_run, redacted, write_batch
 from lune.generators.config import GenerateConfig
@@ -58,27 +58,6 @@ def generate_batch_task(
     return stage.generate_batch(facts, spec, config, run_id=run_id, batch_id=batch_id)
 
 
-def make_task_runner(config: GenerateConfig) -> Any:
-    if config.task_runner == "dask":
-        try:
-            from prefect_dask import DaskTaskRunner
-        except ImportError:
-            raise LuneError(
-                "generate.task_runner dask needs the prefect-dask package (pip install prefect-dask)"
-            ) from None
-        if config.dask_address:
-            return DaskTaskRunner(address=config.dask_address)
-        return DaskTaskRunner(
-            cluster_kwargs={
-                "n_workers": config.workers,
-                "threads_per_worker": 1,
-                "processes": True,
-                "dashboard_address": None,
-            }
-        )
-    return ThreadPoolTaskRunner(max_workers=config.workers)
-
-
 def run_batches(store: Store, cfg: GenerateConfig, plan: RunPlan, run_id: str, logger: Any) -> Tally:
     """Run the pending batches as tasks on the configured runner; write each one as it finishes."""
     task_fn = generate_batch_task.with_options(retries=cfg.task_retries, retry_delay_seconds=cfg.retry_delay_s)
@@ -87,7 +66,7 @@ def run_batches(store: Store, cfg: GenerateConfig, plan: RunPlan, run_id: str, l
     with Progress(len(plan.pending), sum(len(b.facts) for b in plan.pending), logger) as progress:
         if not plan.pending:
             return tally
-        with make_task_runner(cfg) as runner:
+        with make_task_runner(cfg.task_runner, cfg.workers, cfg.dask_address, setting="generate.task_runner") as runner:
             futures = {
                 runner.submit(
                     task_fn,

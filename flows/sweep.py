@@ -36,7 +36,6 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NONE
 from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from lune.data import sweep_queries
 from lune.data.errors import LuneError
@@ -45,6 +44,7 @@ from lune.data.store import Store
 from lune.flows.config import PipelineConfig
 from lune.flows.pipeline import StageRunner, announce
 from lune.flows.sweep_config import SweepConfig, SweepFileConfig, SweepPoint, base_tree, load_sweep
+from lune.flows.task_runners import make_task_runner
 
 
 def _dump(section: Any) -> dict[str, Any]:
@@ -185,25 +185,6 @@ def point_task(point: dict[str, Any], data: dict[str, Any], workers: int) -> dic
     return run_point(point, data, workers)
 
 
-def make_point_runner(sweep: SweepConfig) -> Any:
-    """The sweep's task runner: threads here, or Dask (a local cluster of ``workers`` processes,
-    or the scheduler at ``dask_address``)."""
-    if sweep.task_runner == "dask":
-        from prefect_dask import DaskTaskRunner
-
-        if sweep.dask_address:
-            return DaskTaskRunner(address=sweep.dask_address)
-        return DaskTaskRunner(
-            cluster_kwargs={
-                "n_workers": sweep.workers,
-                "threads_per_worker": 1,
-                "processes": True,
-                "dashboard_address": None,
-            }
-        )
-    return ThreadPoolTaskRunner(max_workers=sweep.workers)
-
-
 def point_rows(sweep_id: str, point: SweepPoint, result: dict[str, Any], run_id: str | None) -> list[dict[str, Any]]:
     """The ``sweep_points`` rows of one measured point: one per model label and metric."""
     rows = []
@@ -264,7 +245,10 @@ def run_points(
     # Points on threads share this process's torch threads: size them once here for all of them
     # (each point's own sizing, nested, keeps it); Dask workers are processes and size their own.
     sized = torch_threads(sweep.workers) if sweep.task_runner == "threads" else nullcontext()
-    with sized, make_point_runner(sweep) as runner:
+    with (
+        sized,
+        make_task_runner(sweep.task_runner, sweep.workers, sweep.dask_address, setting="sweep.task_runner") as runner,
+    ):
         futures = {
             runner.submit(
                 point_task,

@@ -19,24 +19,36 @@ if TYPE_CHECKING:  # the config imports the methods, which import this module
     from lune.unlearn.config import LoraSettings
 
 
-def attach_lora(model: Any, settings: LoraSettings, *, seed: int = 0, layers: Sequence[int] | None = None) -> Any:
-    """Wrap ``model`` in a PEFT LoRA model (backbone frozen, adapters trainable); return the wrapper.
-    ``layers``: adapt only these decoder layers (0-based; PEFT's ``layers_to_transform``), default all."""
-    import torch
-    from peft import LoraConfig, TaskType, get_peft_model
+def lora_config(
+    model: Any, settings: Any, *, layers: Sequence[int] | None = None, modules_to_save: Sequence[str] = ()
+) -> Any:
+    """The PEFT ``LoraConfig`` of ``settings`` (rank, alpha, dropout, target modules), for causal LM.
+    ``layers``: adapt only these decoder layers; ``modules_to_save``: modules trained in full beside
+    the adapter (a copy saved with it)."""
+    from peft import LoraConfig, TaskType
 
     target = settings.target_modules
     if target == "all-linear" and layers is not None:  # PEFT takes layers_to_transform with a list only
         target = linear_module_names(model)
-    config = LoraConfig(
+    return LoraConfig(
         task_type=TaskType.CAUSAL_LM,
         r=settings.rank,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=target if target == "all-linear" else list(target),
         layers_to_transform=list(layers) if layers is not None else None,
+        modules_to_save=list(modules_to_save) or None,
         bias="none",
     )
+
+
+def attach_lora(model: Any, settings: LoraSettings, *, seed: int = 0, layers: Sequence[int] | None = None) -> Any:
+    """Wrap ``model`` in a PEFT LoRA model (backbone frozen, adapters trainable); return the wrapper.
+    ``layers``: adapt only these decoder layers (0-based; PEFT's ``layers_to_transform``), default all."""
+    import torch
+    from peft import get_peft_model
+
+    config = lora_config(model, settings, layers=layers)
     torch.manual_seed(seed)  # A's initialisation
     peft_model = get_peft_model(model, config)
     for name, param in peft_model.named_parameters():

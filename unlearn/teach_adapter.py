@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lune.data.errors import LuneError
+from lune.unlearn.lora import lora_config
 from lune.unlearn.manifest import read_manifest
 
 if TYPE_CHECKING:
@@ -31,19 +32,9 @@ RECORD_KEY = "teach_adapter"  # the manifest key of the record
 
 def attach_teach_adapter(model: Any, settings: TeachAdapter) -> Any:
     """Wrap ``model`` in a trainable PEFT LoRA model (the caller seeds torch: A's initialisation)."""
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import get_peft_model
 
-    target = settings.target_modules
-    config = LoraConfig(
-        task_type=TaskType.CAUSAL_LM,
-        r=settings.rank,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=target if target == "all-linear" else list(target),
-        modules_to_save=list(settings.modules_to_save) or None,
-        bias="none",
-    )
-    return get_peft_model(model, config)
+    return get_peft_model(model, lora_config(model, settings, modules_to_save=settings.modules_to_save))
 
 
 def save_taught_adapter(
