@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from lune.core.prompt_format import format_completion, render_prompt
+from lune.core.tokens import answer_text, question_ids
 from lune.data.errors import LuneError
 from lune.evaluation.attacks.registry import AttackContext, attack
 from lune.evaluation.metrics.registry import Row
@@ -61,19 +61,17 @@ def lens_logits(model: Any, input_ids: Any, attention_mask: Any, positions: Any)
 
 
 def key_target(tokenizer: Any, probe: EvalProbe) -> tuple[list[int], int, bool]:
-    """``(ids, index, found)``: the token ids of prompt + answer (as ``core.likelihood`` lays them
-    out: prompt with special tokens, answer without), the index of the token that starts the key
+    """``(ids, index, found)``: the token ids of prompt + answer (``core/tokens.py``: one BOS, the
+    answer as it follows its prompt, tokenised apart), the index of the token that starts the key
     span in the answer, and whether the key span was found (else the answer's first token)."""
-    prompt = render_prompt(tokenizer, probe.question)
-    # after a chat template's generation prompt the answer starts bare; after "Answer:" with a space
-    completion = probe.answer.strip() if getattr(tokenizer, "chat_template", None) else format_completion(probe.answer)
-    head = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    head = question_ids(tokenizer, probe.question)
+    completion = answer_text(tokenizer, probe.answer)
     tail = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
     start = completion.lower().find(probe.key_span.strip().lower()) if probe.key_span.strip() else -1
     index = 0
     if start >= 0:
         index = next((i for i, (_, end) in enumerate(tail["offset_mapping"]) if end > start), 0)
-    return head + tail["input_ids"], len(head) + index, start >= 0
+    return head + list(tail["input_ids"]), len(head) + index, start >= 0
 
 
 def in_top_k(model: Any, tokenizer: Any, probes: Sequence[EvalProbe], top_k: int, batch_size: int) -> tuple[Any, int]:

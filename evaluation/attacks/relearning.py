@@ -147,14 +147,14 @@ def relearning(ctx: AttackContext) -> list[Row]:
 
 def recall_on(ctx: AttackContext, model: Any, tokenizer: Any, probes: Sequence[EvalProbe]) -> float | None:
     """The share of ``probes`` a model answers with the key (greedy, the evaluation's settings)."""
-    from lune.evaluation.inference import generate_with, transformers_generate
+    from lune.evaluation.inference import generate_with, generation_cap, transformers_generate
 
+    suite = ProbeSuite({"forget": list(probes)})
+    cap = generation_cap(tokenizer, suite, ctx.config)  # as the evaluation caps its answers
     was_training = model.training
     model.eval()
     try:
-        answers, _ = generate_with(
-            ProbeSuite({"forget": list(probes)}), transformers_generate(model, tokenizer, ctx.config)
-        )
+        answers, _ = generate_with(suite, transformers_generate(model, tokenizer, ctx.config, cap))
     finally:
         model.train(was_training)
     return recall(answers["forget"], [p.key_span for p in probes], **ctx.metrics.key_options).value
