@@ -71,3 +71,17 @@ def test_teach_refuses_an_empty_corpus_and_bad_rows(tmp_path: Path) -> None:
         teach(holdout_only, tmp_path)
     with pytest.raises(LuneError, match="missing key_span"):
         teach([{"fact_id": "x", "question": "q?", "answer": "a", "split": "forget"}], tmp_path)
+
+
+def test_teach_splits_choose_what_is_taught(tmp_path: Path) -> None:
+    facts = sample_facts({"forget": 4, "retain": 4, "utility": 4})
+    assert {f["split"] for f in facts} == {"forget", "retain", "utility"}
+    no_utility = TeachConfig(splits=["forget", "retain"], epochs=1, min_steps=1, check_recall=False, retain_model=False)
+    with pytest.raises(LuneError, match=r"no facts to teach \(teach.splits: forget, retain\)"):
+        teach([f for f in facts if f["split"] == "utility"], tmp_path, no_utility, progress=False)
+    result = teach(facts, tmp_path, no_utility, progress=False)
+    assert json.loads((result.model_dir / "manifest.json").read_text())["facts"] == 8  # utility left out
+    everything = no_utility.model_copy(update={"splits": ["forget", "retain", "utility"]})
+    assert teach(facts, tmp_path, everything, progress=False).model_dir != result.model_dir
+    with pytest.raises(ValueError, match="holdout"):
+        TeachConfig(splits=["forget", "holdout"])

@@ -93,6 +93,14 @@ class TeachConfig(ConfigModel):
         "(auto: on CPUs with native bfloat16, see unlearn/precision.py)",
     )
     check_recall: bool = Field(True, description="measure key-span recall on the taught facts after training")
+    # A pretrained model already knows its utility facts (real authors, world facts): teaching them
+    # again measures nothing, and fine-tuning on them hides what unlearning does to real knowledge.
+    splits: list[Literal["forget", "retain", "utility"]] = Field(
+        ["forget", "retain", "utility"],
+        min_length=1,
+        description="splits the model is taught (holdout never is); drop utility for a pretrained model, "
+        "whose utility facts are what it already knows",
+    )
     adapter: TeachAdapter = Field(
         default_factory=TeachAdapter, description="teach into a LoRA adapter (recorded with its training set)"
     )

@@ -73,24 +73,25 @@ def teach_key(facts: Sequence[Mapping[str, Any]], config: TeachConfig) -> str:
     """Content hash of what determines the taught models: facts, settings, base model."""
     corpus = sorted((f["fact_id"], f["question"], f["answer"], f["split"]) for f in facts)
     # An adapter left off does not enter the key: caches taught before the option existed stay valid.
-    ignored = {"enabled", "check_recall"} | (set() if config.adapter.enabled else {"adapter"})
+    # The splits enter through the facts taught.
+    ignored = {"enabled", "check_recall", "splits"} | (set() if config.adapter.enabled else {"adapter"})
     settings = config.model_dump(mode="json", exclude=ignored)
     folder = resolve_model(config.base_model, "teach.base_model") if config.base_model else None
     base = model_fingerprint(folder) if folder and folder.is_dir() else None
     return content_id("teach", corpus, settings, base)
 
 
-def _check_facts(facts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def _check_facts(facts: Sequence[Mapping[str, Any]], splits: Sequence[str] = TAUGHT_SPLITS) -> list[dict[str, Any]]:
     rows = []
     for number, fact in enumerate(facts, start=1):
         missing = [c for c in FACT_COLUMNS if fact.get(c) in (None, "")]
         if missing:
             raise LuneError(f"fact {number} ({fact.get('fact_id', '?')}): missing {', '.join(missing)}")
-        if fact["split"] in TAUGHT_SPLITS:
+        if fact["split"] in splits:
             rows.append(dict(fact))
     if not rows:
         raise LuneError(
-            f"no facts to teach (splits {', '.join(TAUGHT_SPLITS)}); ingest some first: "
+            f"no facts to teach (teach.splits: {', '.join(splits)}); ingest some first: "
             "`lune ingest tofu data/sample/tofu --forget forget01`"
         )
     return rows
@@ -106,14 +107,15 @@ def teach(
     parent_run_id: str | None = None,
     progress: bool = True,
 ) -> TeachResult:
-    """Teach a model ``facts`` (the forget, retain and utility splits; holdout is left out) and, unless
+    """Teach a model ``facts`` (the splits of ``config.splits``, by default forget, retain and utility;
+    holdout is never taught: it is the members' reference of membership inference) and, unless
     ``config.retain_model`` is off, train the retain model on all but the forget split.
 
     Output: ``workdir/models/teach-<hash>/{base,taught,retain}``; a rerun on the same facts and
     settings returns the existing folders (``cached=True``). ``store``: record a ``teach`` run.
     """
     config = config or TeachConfig()
-    rows = _check_facts(facts)
+    rows = _check_facts(facts, config.splits)
     key = teach_key(rows, config)
     cache = Path(workdir) / "models" / f"teach-{key}"
     if store is None:
