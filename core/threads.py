@@ -31,6 +31,10 @@ from pathlib import Path
 OVERRIDE_ENV = "LUNE_THREADS"
 REGISTRY_ENV = "LUNE_WORKER_DIR"
 SAMPLE_SECONDS = 0.2
+# Share of a core, over the sample, from which it counts as taken: a CPU-bound competitor shows
+# 0.95-1.0, while a transient (Prefect's API server answering the flow run that starts the stage)
+# showed up to about half a core in a 0.2 s sample; giving a stage's thread away for that halves it.
+BUSY_CORE = 0.75
 
 _lock = threading.Lock()
 _depth = 0  # nested stages of one process keep the outermost stage's sizing
@@ -39,8 +43,9 @@ _depth = 0  # nested stages of one process keep the outermost stage's sizing
 def plan_threads(
     cores: int, workers: int = 1, busy: float = 0.0, override: int | None = None, cap: int | None = None
 ) -> int:
-    """The thread count of one worker: ``override`` if given, else ``(cores - round(busy)) // workers``,
-    at least 1 and at most ``cap``.
+    """The thread count of one worker: ``override`` if given, else ``(cores - busy cores) // workers``,
+    at least 1 and at most ``cap``; a core counts as busy from BUSY_CORE of it (a CPU-bound competitor
+    shows 0.95-1.0; a server answering a request, or a process starting, a fraction that comes and goes).
 
     >>> plan_threads(cores=2, workers=2)           # two sweep workers on 2 cores: one thread each
     1
@@ -51,7 +56,7 @@ def plan_threads(
     """
     if override is not None:
         return max(1, override)
-    free = cores - int(busy + 0.5)
+    free = cores - int(busy + 1 - BUSY_CORE)
     threads = max(1, free // max(1, workers))
     return min(threads, cap) if cap else threads
 
@@ -139,6 +144,16 @@ def external_busy(cpus: set[int], own: Iterable[int], seconds: float = SAMPLE_SE
     return len(cpus) * others / (total1 - total0)
 
 
+def _descendants(pid: int) -> list[int]:
+    """Pids of ``pid``'s child processes, recursively (none where psutil cannot tell)."""
+    import psutil
+
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 def _int_env(name: str) -> int | None:
     value = os.environ.get(name, "").strip()
     if not value:
@@ -159,7 +174,9 @@ def decide_threads(workers: int = 1, sample_seconds: float = SAMPLE_SECONDS) -> 
     cpus = usable_cores()
     pids = live_workers()
     others = [p for p in pids if p != os.getpid()]
-    busy = external_busy(cpus, [os.getpid(), *others], sample_seconds) if sample_seconds > 0 else 0.0
+    # this process's own children (lune run's Prefect server) are part of this run, not competitors
+    own = [os.getpid(), *_descendants(os.getpid()), *others]
+    busy = external_busy(cpus, own, sample_seconds) if sample_seconds > 0 else 0.0
     return plan_threads(len(cpus), max(workers, len(others) + 1), busy, cap=_int_env("OMP_NUM_THREADS"))
 
 

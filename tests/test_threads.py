@@ -21,6 +21,8 @@ from lune.core import threads as th
         (2, 2, 0.0, None, None, 1),  # two sweep workers on 2 cores: one each
         (2, 1, 0.97, None, None, 1),  # one CPU-bound competitor: stay off its core
         (2, 1, 0.4, None, None, 2),  # a light load rounds to no busy core
+        (2, 1, 0.6, None, None, 2),  # nor does a transient of half a core (a server answering)
+        (2, 1, 0.8, None, None, 1),  # most of a core is taken
         (16, 3, 1.2, None, None, 5),  # (16 - 1) // 3
         (2, 4, 0.0, None, None, 1),  # never under one thread
         (8, 1, 0.0, 3, None, 3),  # LUNE_THREADS wins
