@@ -117,7 +117,7 @@ def write_config(tmp: Path) -> Path:
         "teach": {"epochs": 4, "min_steps": 80, "batch_size": 16, "check_recall": False, "tiny": {"vocab_size": 1024}},
         "unlearn": {"max_steps": 40, "eval_every": 10, "retain_anchor": "nll", "monitor_retain": 16},
         # no real authors in the small sample: model utility of the components present
-        "evaluate": {"max_per_set": 40, "plots": False, "utility_missing": "skip"},
+        "evaluate": {"max_per_set": 16, "plots": False, "utility_missing": "skip"},
         "generate": {"n": 1},
     }
     path = tmp / "pipeline.yaml"
