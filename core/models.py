@@ -96,6 +96,22 @@ def model_specs(base_model: str | Path, adapters: Mapping[str, str | Path | None
     return specs
 
 
+def set_attention(model: Any, implementation: str | None) -> None:
+    """Switch ``model``'s attention implementation (``eager``, ``sdpa``, ...) where it can be switched;
+    a model that cannot (remote code) keeps its own."""
+    if implementation is None:
+        return
+    import contextlib
+
+    with contextlib.suppress(AttributeError, ValueError, ImportError):
+        model.set_attn_implementation(implementation)
+
+
+def attention_of(model: Any) -> str | None:
+    """The attention implementation ``model`` runs now (None where it does not say)."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None)
+
+
 def load_causal_lm(path: str | Path) -> tuple[Any, Any]:
     """A causal LM and its tokenizer from a directory, in eval mode (GPU when there is one)."""
     import torch

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lune.core.model_refs import resolve_model
+from lune.core.models import attention_of, set_attention
 from lune.data.errors import LuneError
 from lune.data.ids import content_id
 from lune.unlearn.config import TeachConfig
@@ -227,7 +228,7 @@ def train_on_facts(
     # Eager attention while training on a CPU: torch's CPU attention kernel (SDPA) spent 21 % of a
     # step in its backward pass on these short rows; eager made a step 16 % faster. Greedy answers
     # and the saved model keep the loaded one (the setting is not saved with the model).
-    loaded_attention = model.config._attn_implementation
+    loaded_attention = attention_of(model)
     if device == "cpu":
         set_attention(model, "eager")
     pad_id = pad_id_of(tokenizer)
@@ -329,17 +330,6 @@ def train_on_facts(
         shutil.rmtree(out)
     partial.rename(out)
     return metrics
-
-
-def set_attention(model: Any, implementation: str | None) -> None:
-    """Switch ``model``'s attention implementation (``eager``, ``sdpa``, ...) where it can be switched;
-    a model that cannot (remote code) keeps its own."""
-    if implementation is None:
-        return
-    import contextlib
-
-    with contextlib.suppress(AttributeError, ValueError, ImportError):
-        model.set_attn_implementation(implementation)
 
 
 class EpochLoss(Callback):

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, create_model
 
 from lune.core.config_base import ConfigModel
+from lune.core.models import attention_of, set_attention
 from lune.core.registry import Registry
 from lune.data.errors import LuneError
 from lune.unlearn import losses
@@ -305,17 +306,26 @@ class UnlearnTrainer:
             max_new_tokens=cfg.max_new_tokens,
         )
         fed = retain_examples if retain_use else None
-        state = train_loop(
-            self._steps(examples, fed),
-            self.step_loss,
-            params=params,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            max_steps=cfg.max_steps,
-            grad_clip=cfg.grad_clip,
-            device=self.device,
-            callbacks=[metering, checks, Progress(f"unlearn {self.name}", enabled=self.progress)],
-        )
+        # Eager attention while training on a CPU, as teaching does (unlearn/teach.py): torch's CPU
+        # SDPA kernel spent a fifth of a step in its backward pass on these short rows. The model is
+        # handed back with the attention it came with.
+        loaded_attention = attention_of(self.model)
+        if self.device.type == "cpu":
+            set_attention(self.model, "eager")
+        try:
+            state = train_loop(
+                self._steps(examples, fed),
+                self.step_loss,
+                params=params,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                max_steps=cfg.max_steps,
+                grad_clip=cfg.grad_clip,
+                device=self.device,
+                callbacks=[metering, checks, Progress(f"unlearn {self.name}", enabled=self.progress)],
+            )
+        finally:
+            set_attention(self.model, loaded_attention)
         resources = {**metering.resources, "autocast": str(self.amp).replace("torch.", "") if self.amp else None}
         return TrainOutcome(
             method=self.name,
