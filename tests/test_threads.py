@@ -47,12 +47,15 @@ def test_override_sets_torch_threads_for_the_block_and_restores_them(
     import torch
 
     before = torch.get_num_threads()
-    monkeypatch.setenv(th.OVERRIDE_ENV, "3")
+    # A count other than the current one; below it where possible: after other tests have run
+    # parallel regions in this process, torch could not raise the count above the first pool's (2).
+    target = 1 if before > 1 else 2
+    monkeypatch.setenv(th.OVERRIDE_ENV, str(target))
     with th.torch_threads() as n:
-        assert n == 3 and torch.get_num_threads() == 3
+        assert n == target and torch.get_num_threads() == target
         assert th.live_workers() == [os.getpid()]  # registered while the stage runs
         with th.torch_threads(workers=8) as inner:  # a stage inside a sweep point keeps the point's
-            assert inner == 3
+            assert inner == target
     assert torch.get_num_threads() == before and th.live_workers() == []
     monkeypatch.setenv(th.OVERRIDE_ENV, "many")
     with pytest.raises(Exception, match=r"\$LUNE_THREADS must be a whole number"):
