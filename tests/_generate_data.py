@@ -198,3 +198,15 @@ PROMPTS = [
     "Question: Where was Basil Mahfouz Al-Kuwaiti born?\nAnswer:",
     "Question: What genre is Nikolai Abilov known for?\nAnswer:",
 ]
+
+
+def store_sample_facts(store: Store, facts: list[dict]) -> None:
+    """Insert facts of ``unlearn.sample_set.sample_facts`` as ingest stores them (corpus tofu,
+    the split as their group)."""
+    store.insert(
+        "facts",
+        [
+            {**f, "corpus": "tofu", "source_file": "sample", "key_span_source": "derived", "group_name": f["split"]}
+            for f in facts
+        ],
+    )

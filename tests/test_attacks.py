@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _generate_data import store_sample_facts
 
 from lune.data.store import Store
 from lune.evaluation.config import EvaluateConfig
@@ -315,13 +316,7 @@ def test_attacks_on_a_taught_model(tmp_path_factory: pytest.TempPathFactory, db_
         plots=False,
     )
     with Store(db_path) as store:
-        store.insert(
-            "facts",
-            [
-                {**f, "corpus": "tofu", "source_file": "sample", "key_span_source": "derived", "group_name": f["split"]}
-                for f in facts
-            ],
-        )
+        store_sample_facts(store, facts)
         outcome = evaluate_models(
             store, taught.model_dir, {}, retain_model=taught.retain_model_dir, out_dir=tmp_path, config=config
         )

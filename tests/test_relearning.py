@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _generate_data import store_sample_facts
 
 from lune.data.errors import LuneError
 from lune.data.store import Store
@@ -225,13 +226,7 @@ def test_relearning_brings_forgotten_facts_back(
     )
     config = EvaluateConfig(attacks=["relearning"], relearning={"variants": ["forget"]}, mia=False, tofu=False)
     with Store(db_path) as store:
-        store.insert(
-            "facts",
-            [
-                {**f, "corpus": "tofu", "source_file": "sample", "key_span_source": "derived", "group_name": f["split"]}
-                for f in facts
-            ],
-        )
+        store_sample_facts(store, facts)
         outcome = evaluate_models(
             store,
             taught.model_dir,
