@@ -72,6 +72,7 @@ def main() -> int:
     import torch
 
     from lune.core.models import ModelSpec, iter_loaded
+    from lune.core.threads import set_torch_threads
     from lune.evaluation.config import EvaluateConfig
     from lune.evaluation.inference import generate_all_vllm, generate_with, score_likelihoods, transformers_generate
     from lune.evaluation.probes import EvalProbe, MiaText, ProbeSuite
@@ -124,7 +125,7 @@ def main() -> int:
             started = time.perf_counter()
             outputs = generate_all_vllm(suite, specs, config)
             total = time.perf_counter() - started
-            torch.set_num_threads(threads)
+            set_torch_threads(threads)  # vLLM's CPU engine blocks torch.set_num_threads
             for spec in specs:
                 seconds = outputs[spec.label].seconds["generate"]
                 rows.append(

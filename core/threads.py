@@ -180,6 +180,31 @@ def decide_threads(workers: int = 1, sample_seconds: float = SAMPLE_SECONDS) -> 
     return plan_threads(len(cpus), max(workers, len(others) + 1), busy, cap=_int_env("OMP_NUM_THREADS"))
 
 
+def set_torch_threads(count: int) -> None:
+    """Set torch's intra-op thread count, also after a vLLM CPU engine ran in this process.
+
+    vLLM's CPU worker replaces ``torch.set_num_threads`` with a no-op that only logs a warning
+    ("doesn't allow to use torch.set_num_threads after the thread binding"), for the life of the
+    process; every later stage would then run at whatever count the engine left. The builtin it
+    replaced is still ``torch._C.set_num_threads``.
+    """
+    import torch
+
+    torch._C.set_num_threads(count)
+
+
+@contextmanager
+def kept_torch_threads() -> Iterator[int]:
+    """Restore torch's thread count after the block (a vLLM CPU engine may change it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield before
+    finally:
+        set_torch_threads(before)
+
+
 @contextmanager
 def torch_threads(workers: int = 1, sample_seconds: float = SAMPLE_SECONDS) -> Iterator[int]:
     """Size torch's threads for the stage run inside the block, registered as a lune worker for
@@ -212,10 +237,10 @@ def torch_threads(workers: int = 1, sample_seconds: float = SAMPLE_SECONDS) -> I
         entry = None  # type: ignore[assignment]
     try:
         threads = decide_threads(workers, sample_seconds)
-        torch.set_num_threads(threads)
+        set_torch_threads(threads)
         yield threads
     finally:
-        torch.set_num_threads(before)
+        set_torch_threads(before)
         if entry is not None:
             entry.unlink(missing_ok=True)
         with _lock:

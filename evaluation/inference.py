@@ -186,12 +186,11 @@ def evaluate_specs(
     references of forget quality and privacy leakage)."""
     outputs: dict[str, ModelOutputs] = {}
     if config.backend == "vllm":
-        import torch
+        from lune.core.threads import kept_torch_threads
 
-        threads = torch.get_num_threads()
-        # interventions (GRUN) are hooks on a transformers model: no LoRA request carries them
-        outputs = generate_all_vllm(suite, [s for s in specs if not s.needs_transformers], config)
-        torch.set_num_threads(threads)  # vLLM's CPU engine drops the process to one thread
+        with kept_torch_threads():  # vLLM's CPU engine changes the process's thread count
+            # interventions (GRUN) are hooks on a transformers model: no LoRA request carries them
+            outputs = generate_all_vllm(suite, [s for s in specs if not s.needs_transformers], config)
     need_likelihoods = config.mia or config.tofu
     in_transformers = [s for s in specs if generation_backend(s, config) == "transformers"]
     if in_transformers or need_likelihoods:

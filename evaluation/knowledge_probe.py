@@ -178,23 +178,21 @@ def probe_model(
     config = config or ProbeConfig()
     folder = str(resolve_model(model_ref, "probe.model"))
     if config.backend == "vllm":
-        import torch
-
         from lune.core.prompt_format import render_prompt
+        from lune.core.threads import kept_torch_threads
         from lune.core.vllm_engine import load_engine
 
-        threads = torch.get_num_threads()
-        engine = load_engine(folder)
-        try:
+        with kept_torch_threads():  # vLLM's CPU engine changes the process's thread count
+            engine = load_engine(folder)
+            try:
 
-            def generate(questions: Sequence[str]) -> list[str]:
-                prompts = [render_prompt(engine.tokenizer, q) for q in questions]
-                return engine.greedy(prompts, max_tokens=config.max_new_tokens)
+                def generate(questions: Sequence[str]) -> list[str]:
+                    prompts = [render_prompt(engine.tokenizer, q) for q in questions]
+                    return engine.greedy(prompts, max_tokens=config.max_new_tokens)
 
-            return probe_with(generate, facts, config, paraphrases)
-        finally:
-            engine.close()
-            torch.set_num_threads(threads)  # vLLM's CPU engine drops the process to one thread
+                return probe_with(generate, facts, config, paraphrases)
+            finally:
+                engine.close()
     from lune.core.models import load_causal_lm
 
     model, tokenizer = load_causal_lm(folder)

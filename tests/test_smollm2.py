@@ -31,12 +31,11 @@ PROMPTS = [
 
 @pytest.fixture(autouse=True)
 def _keep_torch_threads():
-    """vLLM's CPU engine drops the process to one torch thread: give the next test its threads back."""
-    import torch
+    """vLLM's CPU engine changes the process's torch threads: give the next test its threads back."""
+    from lune.core.threads import kept_torch_threads
 
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+    with kept_torch_threads():
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -62,6 +62,26 @@ def test_override_sets_torch_threads_for_the_block_and_restores_them(
         th.decide_threads()
 
 
+def test_sizing_holds_after_vllm_replaced_torch_set_num_threads(
+    registry: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM's CPU worker replaces ``torch.set_num_threads`` with a no-op for the rest of the process
+    (the real one is patched in the same way here, as an in-process engine leaves it): a stage run
+    after the generate stage must still get its count, and restore the one it found."""
+    import torch
+
+    before = torch.get_num_threads()
+    target = 1 if before > 1 else 2
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    monkeypatch.setenv(th.OVERRIDE_ENV, str(target))
+    with th.torch_threads() as n:
+        assert n == target and torch.get_num_threads() == target
+    assert torch.get_num_threads() == before
+    with th.kept_torch_threads():
+        th.set_torch_threads(target)
+    assert torch.get_num_threads() == before
+
+
 def test_other_live_workers_share_the_cores_and_dead_ones_are_forgotten(registry: Path) -> None:
     cores = len(th.usable_cores())
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
