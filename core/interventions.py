@@ -33,6 +33,7 @@ R itself, ``layers.<l>.source.weight`` / ``.bias``, ``layers.<l>.gate.*``).
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -341,6 +342,15 @@ def decoder_layers(model: Any) -> Any:
     raise LuneError(f"interventions: no decoder layers found on {type(base).__name__}")
 
 
+_ATTACHED: weakref.WeakKeyDictionary[Any, InterventionHandle] = weakref.WeakKeyDictionary()
+
+
+def attached(model: Any) -> InterventionHandle | None:
+    """The handle of the interventions attached to ``model`` by :func:`attach` (None: none are),
+    e.g. to read the gates of a forward (``handle.gates``) where only the model was handed on."""
+    return _ATTACHED.get(model)
+
+
 class InterventionHandle:
     """Interventions attached to a model (:func:`attach`): ``model`` is the model they are on;
     :meth:`remove` takes them off. ``gate_logits`` holds, after each edited forward, one [B] tensor
@@ -370,6 +380,8 @@ class InterventionHandle:
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
+        if _ATTACHED.get(self.model) is self:
+            del _ATTACHED[self.model]
         return self.model
 
     @contextmanager
@@ -472,4 +484,5 @@ def attach(model: Any, interventions: Interventions | str | Path, *, tokenizer: 
     for layer in interventions.config.layers:
         # prepend: run before transformers' output-capturing hooks, so hidden_states show the edit
         handle._hooks.append(layers[layer].register_forward_hook(handle._layer_hook(layer), prepend=True))
+    _ATTACHED[model] = handle
     return handle

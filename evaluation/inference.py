@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from lune.core.models import RETAIN_LABEL, ModelSpec, iter_loaded
 from lune.core.prompt_format import render_prompt
@@ -28,12 +28,15 @@ GenerateFn = Callable[[Sequence[str]], list[str]]
 # -- step 2: generation ------------------------------------------------------------------------
 
 
+T = TypeVar("T")
+
+
 def _questions(suite: ProbeSuite) -> list[str]:
     """Every probe's question, set after set in ``PROBE_SETS`` order (see ``_split_by_set``)."""
     return [probe.question for name in PROBE_SETS for probe in suite.probes.get(name, [])]
 
 
-def _split_by_set(suite: ProbeSuite, answers: Sequence[str]) -> dict[str, list[str]]:
+def _split_by_set(suite: ProbeSuite, answers: Sequence[T]) -> dict[str, list[T]]:
     out, pos = {}, 0
     for name in PROBE_SETS:
         count = len(suite.probes.get(name, []))
@@ -113,6 +116,31 @@ def generate_all_vllm(suite: ProbeSuite, specs: Sequence[ModelSpec], config: Eva
         finally:
             engine.close()  # free the engine before the next one (or the transformers models) loads
     return outputs
+
+
+def gate_values(model: Any, tokenizer: Any, suite: ProbeSuite, config: EvaluateConfig) -> dict[str, list[float]]:
+    """GRUN's gate on every probe: ``g(h)`` at the prompt's last token, averaged over the edited
+    layers, from one forward of the prompt as its greedy answer starts (``core.tokens.question_ids``),
+    by probe set. Empty for a model without interventions attached."""
+    import torch
+
+    from lune.core.greedy import left_padded
+    from lune.core.interventions import attached
+    from lune.core.tokens import question_ids
+
+    handle = attached(model)
+    if handle is None:
+        return {}
+    rows = [question_ids(tokenizer, q) for q in _questions(suite)]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = next(model.parameters()).device
+    values: list[float] = []
+    for start in range(0, len(rows), config.batch_size):
+        input_ids, mask = left_padded(rows[start : start + config.batch_size], pad_id)
+        with torch.no_grad():
+            model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
+        values.extend(torch.stack(handle.gates).mean(0).tolist())  # [layers, B] -> [B]
+    return _split_by_set(suite, values)
 
 
 # -- step 3: likelihoods -----------------------------------------------------------------------
@@ -201,6 +229,7 @@ def evaluate_specs(
                 out.generations, out.seconds["generate"] = generate_with(
                     suite, transformers_generate(model, tokenizer, config, cap)
                 )
+                out.gates = gate_values(model, tokenizer, suite, config)
             if need_likelihoods:
                 out.mia, out.truth, out.seconds["likelihood"] = score_likelihoods(model, tokenizer, suite, config)
     retain = None

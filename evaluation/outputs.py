@@ -32,4 +32,6 @@ class ModelOutputs:
     generations: dict[str, list[str]] = field(default_factory=dict)
     mia: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # member / nonmember -> scores per text
     truth: dict[str, list[TruthLikelihoods]] = field(default_factory=dict)
+    # GRUN: probe set -> each probe's gate at its last prompt token, averaged over the edited layers
+    gates: dict[str, list[float]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)

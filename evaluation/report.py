@@ -21,7 +21,7 @@ from typing import Any
 
 from lune.data import evaluation_queries as q
 from lune.data.store import Store
-from lune.evaluation.probes import FORGET_SETS, RETAIN_SETS
+from lune.evaluation.probes import FORGET_SETS, PROBE_SETS, RETAIN_SETS
 
 Row = dict[str, Any]
 
@@ -70,7 +70,10 @@ class _Index:
         return row["n"] if row else None
 
     def has(self, probe_set: str, metric: str) -> bool:
-        return any((label, probe_set, metric) in self.rows for label in self.labels)
+        return any(self.has_for(label, probe_set, metric) for label in self.labels)
+
+    def has_for(self, label: str, probe_set: str, metric: str) -> bool:
+        return (label, probe_set, metric) in self.rows
 
 
 def _ordered_labels(labels: Any) -> list[str]:
@@ -118,6 +121,28 @@ def build_report_data(store: Store, run_id: str) -> dict[str, Any]:
         "headline": headline(results),
         "metrics": [{k: r[k] for k in ("model_label", "method", "probe_set", "metric", "value", "n")} for r in results],
     }
+
+
+def gate_section(index: _Index) -> list[str]:
+    """GRUN's gate per probe set (``evaluation/metrics/gate.py``): one column per model with gates."""
+    gated = [label for label in index.labels if any(index.has_for(label, name, "gate_mean") for name in PROBE_SETS)]
+    if not gated:
+        return []
+    rows = [
+        [name, metric, *[fmt(index.value(label, name, metric)) for label in gated]]
+        for name in PROBE_SETS
+        for metric in ("gate_mean", "gate_auc")
+        if any(index.has_for(label, name, metric) for label in gated)
+    ]
+    lines = [
+        "## GRUN gate",
+        "",
+        "Mean gate g(h) at the prompt's last token (1 = the edit fully on), and its AUC separating each "
+        "forget-type set's prompts from the retain set's (1.0 = opens more on every one; 0.5 = no "
+        "separation). Paraphrases and attacks were never trained on: does the gate open for them?",
+        "",
+    ]
+    return lines + _table(["probe set", "metric", *gated], rows)
 
 
 def render_markdown(data: dict[str, Any], results: Sequence[Row], leaks: Sequence[Row], plots: dict[str, str]) -> str:
@@ -245,6 +270,7 @@ def render_markdown(data: dict[str, Any], results: Sequence[Row], leaks: Sequenc
     if rows:
         lines += ["## ROUGE-L recall and word n-gram entropy", ""]
         lines += _table(["probe set", "metric", *labels], rows)
+    lines += gate_section(index)
     lines += does_it_hold(results)
     if data["counts"]:
         lines += ["## Probes", ""]

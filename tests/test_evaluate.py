@@ -273,6 +273,7 @@ def test_the_registry_lists_every_metric_family() -> None:
     families = registry.registered()
     assert list(families) == [
         "apr",
+        "gate",
         "gur",
         "memorization",
         "mia",

@@ -189,7 +189,9 @@ def test_a_shut_gate_gives_exactly_the_base_model(tiny_model_dir: Path) -> None:
         bool((g > 0.99).all()) for g in handle.gates
     )
     assert greedy_answers(model, tokenizer, questions, max_new_tokens=6) != base_answers
+    assert ic.attached(model) is handle
     handle.remove()
+    assert ic.attached(model) is None
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, base)  # removed: the base model again
 
@@ -259,6 +261,40 @@ def test_each_forget_loss_trains_on_its_methods_pairs(forget_loss: str, tiny_mod
 def test_the_gate_opens_more_on_forget_than_on_retain_prompts(trained: dict[str, Any]) -> None:
     resources = trained["outcome"].resources
     assert resources["gate_forget"] > resources["gate_retain"] + 0.2, resources
+
+
+def test_evaluation_reads_the_gate_per_probe_set_as_training_left_it(trained: dict[str, Any]) -> None:
+    """``gate_values``: one forward of each probe's prompt, the gate read at its last token; the
+    trained gate is more open on the forget questions than on the retain ones, by AUC too."""
+    from lune.evaluation.config import EvaluateConfig
+    from lune.evaluation.inference import gate_values
+    from lune.evaluation.metrics.gate import gate_auc
+    from lune.evaluation.probes import EvalProbe, ProbeSuite
+
+    trainer: Grun = trained["trainer"]
+    data = trained["data"]
+
+    def probes(name: str, facts: list[dict[str, Any]]) -> list[EvalProbe]:
+        return [EvalProbe(name, f"{name}{i}", f["question"], f["answer"], f["answer"]) for i, f in enumerate(facts)]
+
+    suite = ProbeSuite({"forget": probes("forget", data.forget), "retain": probes("retain", data.retain)}, [], [])
+    gates = gate_values(trainer.model, trainer.tokenizer, suite, EvaluateConfig(batch_size=4))
+    assert [len(gates["forget"]), len(gates["retain"])] == [len(data.forget), len(data.retain)]
+    assert all(0.0 < g < 1.0 for g in gates["forget"] + gates["retain"])
+    forget, retain = (sum(gates[k]) / len(gates[k]) for k in ("forget", "retain"))
+    assert forget > retain + 0.2 and gate_auc(gates["forget"], gates["retain"]).value > 0.8
+    # batches of one give the same gates (left padding does not move the read position)
+    alone = gate_values(trainer.model, trainer.tokenizer, suite, EvaluateConfig(batch_size=1))
+    assert alone["forget"] == pytest.approx(gates["forget"], abs=1e-5)
+
+
+def test_gate_auc_by_hand() -> None:
+    from lune.evaluation.metrics.gate import gate_auc
+
+    # pairs (forget, retain): (0.9, 0.2) (0.9, 0.7) (0.6, 0.2) ordered; (0.6, 0.7) not: 3 / 4
+    assert gate_auc([0.9, 0.6], [0.2, 0.7]).value == 0.75
+    assert gate_auc([0.5], [0.5]).value == 0.5  # a tie counts one half
+    assert gate_auc([], [0.1]).value is None
 
 
 def test_a_saved_artefact_reloads_to_the_same_outputs(
@@ -341,6 +377,7 @@ def test_unlearn_writes_the_artefact_and_evaluation_runs_every_metric_on_it(
         outputs, _ = evaluate_specs(suite, [specs[0], specs[2]], EvaluateConfig(**settings))
         base, opened = outputs
         assert opened.generations != base.generations
+        assert base.gates == {} and opened.gates["forget"] and all(g > 0.99 for g in opened.gates["forget"])
         assert opened.truth["forget"][0].answer != base.truth["forget"][0].answer
         # the whole stage, attacks included, with vLLM asked for: GRUN still goes through transformers
         evaluated = evaluate_models(
@@ -358,7 +395,8 @@ def test_unlearn_writes_the_artefact_and_evaluation_runs_every_metric_on_it(
         rows = q.run_results(store, evaluated.run_id)
     metrics = {label: {r["metric"] for r in rows if r["model_label"] == label} for label in ("base", "grun")}
     assert metrics["base"] <= metrics["grun"] and len(metrics["base"]) > 10
+    assert "gate_mean" in metrics["grun"] - metrics["base"] and "gate_auc" in metrics["grun"]
     report = (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
-    assert "(interventions)" in report and "through transformers" in report
+    assert "(interventions)" in report and "through transformers" in report and "## GRUN gate" in report
     models = json.loads((tmp_path / "eval" / "report.json").read_text())["models"]
     assert {m["label"]: m["generation_backend"] for m in models}["grun"] == "transformers"
