@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,12 @@ from lune.data.errors import LuneError
 
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # the ranks vLLM 0.32 accepts as max_lora_rank
 DEFAULT_LORA_RANK = 16  # assumed for an adapter folder whose config names no rank
+# The KV cache of a CPU engine. Left to vLLM, it takes most of the machine's memory (measured: "Auto
+# set 19.64/23.54 GiB for KV cache"), and an in-process engine does not hand that back when it is
+# dropped: the next stage of `lune run` (unlearning SmolLM2, 5 GB) was then killed for memory.
+# 1 GiB holds about 23,000 tokens of SmolLM2-135M; $VLLM_CPU_KVCACHE_SPACE (GiB) or engine_kwargs
+# `kv_cache_memory_bytes` set another size.
+CPU_KV_CACHE_BYTES = 1 << 30
 
 
 def adapter_rank(path: str) -> int | None:
@@ -84,6 +91,8 @@ def engine_options(
         # set_offset, which CPU generators lack). Without chunked prefill a prompt is never split.
         model_len = max_model_len or model_max_len(model) or 4096
         kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=max(model_len, 8192))
+        if not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):  # vLLM reads the variable over this argument
+            kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
     else:
         kwargs["gpu_memory_utilization"] = gpu_memory_utilization
     if enable_lora:

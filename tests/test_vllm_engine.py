@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from lune.core.vllm_engine import adapter_rank, engine_options, model_max_len
 
 
@@ -27,6 +29,20 @@ def test_cpu_engine_keeps_prompts_whole_and_computes_in_float32(tmp_path: Path) 
     assert engine_options(model, on_cpu=True, max_model_len=2048)["max_num_batched_tokens"] == 8192  # the floor
     gpu = engine_options(model, on_cpu=False)
     assert gpu["dtype"] == "auto" and gpu["gpu_memory_utilization"] == 0.85 and "enable_chunked_prefill" not in gpu
+    assert "kv_cache_memory_bytes" not in gpu
+
+
+def test_cpu_kv_cache_is_bounded_unless_the_user_sizes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Left to vLLM, a CPU engine's KV cache took 19.6 of 23.5 GiB and was not given back."""
+    model = folder(tmp_path / "model", "config.json", {"max_position_embeddings": 2048})
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    assert engine_options(model, on_cpu=True)["kv_cache_memory_bytes"] == 1 << 30
+    assert (
+        engine_options(model, on_cpu=True, engine_kwargs={"kv_cache_memory_bytes": 2 << 30})["kv_cache_memory_bytes"]
+        == 2 << 30
+    )
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")  # vLLM's own variable: it sizes the cache itself
+    assert "kv_cache_memory_bytes" not in engine_options(model, on_cpu=True)
 
 
 def test_lora_rank_is_the_largest_adapter_rank_rounded_up(tmp_path: Path) -> None:
