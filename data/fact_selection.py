@@ -39,7 +39,7 @@ class Decision:
     fact_id: str
     split: str  # the fact's split before selection
     keep: bool
-    reason: str  # kept / unknown / over_cap
+    reason: str  # kept / unknown / key_in_question / over_cap
     model: str | None = None
     answers: tuple[str, ...] = ()
     score: float | None = None

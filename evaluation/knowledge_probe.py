@@ -13,6 +13,10 @@ score over its prompts reaches ``threshold``::
 
 With one prompt and a short span any threshold in (0, 1] means "the answer states the key span".
 
+A fact whose own question already states its key span (RWKU: "In 1956, Buffett founded ___
+Partnership Ltd.", key "Buffett") is not asked: an answer that echoes the question would count as
+knowing it, and after unlearning as a leak. Its verdict is not known, reason ``key_in_question``.
+
     >>> verdicts = probe_facts(model, tokenizer, facts, ProbeConfig(threshold=1.0))
     >>> [v.fact_id for v in verdicts if v.known]
 
@@ -90,6 +94,7 @@ class ProbeVerdict:
     answers: tuple[str, ...]
     score: float
     known: bool
+    reason: str = ""  # why not known: "unknown" (answered without the key) or "key_in_question"
 
 
 def fact_score(answers: Sequence[str], key_span: str, *, long_span_tokens: int = LONG_SPAN_TOKENS) -> float:
@@ -121,8 +126,18 @@ def judge(
     out = []
     for fact, asked, said in zip(facts, prompts, answers):
         score = fact_score(said, fact["key_span"], long_span_tokens=long_span_tokens)
-        out.append(ProbeVerdict(fact["fact_id"], tuple(asked), tuple(said), round(score, 6), score >= threshold))
+        known = score >= threshold
+        out.append(
+            ProbeVerdict(fact["fact_id"], tuple(asked), tuple(said), round(score, 6), known, "" if known else "unknown")
+        )
     return out
+
+
+def states_key_itself(
+    fact: Mapping[str, Any], threshold: float = 1.0, long_span_tokens: int = LONG_SPAN_TOKENS
+) -> bool:
+    """Whether ``fact``'s question states its key span by the probe's own rule (an echo would pass)."""
+    return fact_score([fact["question"]], fact["key_span"], long_span_tokens=long_span_tokens) >= threshold
 
 
 def probe_with(
@@ -131,7 +146,24 @@ def probe_with(
     config: ProbeConfig,
     paraphrases: Mapping[str, Sequence[str]] | None = None,
 ) -> list[ProbeVerdict]:
-    """Ask every prompt of every fact in one call of ``generate`` (questions -> greedy answers) and judge."""
+    """Ask every prompt of every fact in one call of ``generate`` (questions -> greedy answers) and judge;
+    a fact whose question states its key span is not asked (verdict reason ``key_in_question``)."""
+    echoes = {
+        f["fact_id"] for f in facts if states_key_itself(f, config.threshold, long_span_tokens=config.long_span_tokens)
+    }
+    asked_facts = [f for f in facts if f["fact_id"] not in echoes]
+    verdicts = {v.fact_id: v for v in _ask_and_judge(generate, asked_facts, config, paraphrases)}
+    for fact_id in echoes:
+        verdicts[fact_id] = ProbeVerdict(fact_id, (), (), 0.0, False, "key_in_question")
+    return [verdicts[f["fact_id"]] for f in facts]
+
+
+def _ask_and_judge(
+    generate: GenerateFn,
+    facts: Sequence[Mapping[str, Any]],
+    config: ProbeConfig,
+    paraphrases: Mapping[str, Sequence[str]] | None,
+) -> list[ProbeVerdict]:
     prompts = [fact_prompts(f, paraphrases if config.paraphrases else None) for f in facts]
     flat = [p for asked in prompts for p in asked]
     said = generate(flat) if flat else []

@@ -5,7 +5,8 @@ Runs between ingest and generate when the config has ``probe.enabled`` or ``sele
 1. the facts of the pipeline's corpora, with any a previous selection set aside restored
    (``data.fact_selection.selectable_facts``);
 2. the knowledge probe (``evaluation.knowledge_probe``) on the facts of ``probe.splits``: the ones
-   the model does not answer are set aside (reason ``unknown``);
+   the model does not answer are set aside (reason ``unknown``; ``key_in_question`` when the question
+   itself states the answer's key span, so that an echo cannot pass for knowing it);
 3. the caps of ``select.max_facts`` on what is left (reason ``over_cap``);
 4. one ``fact_selection`` row per fact, and split ``set_aside`` for the facts not kept, in one
    transaction.
@@ -37,15 +38,15 @@ def decide(
     max_facts: Mapping[str, int],
     model: str | None,
 ) -> list[Decision]:
-    """One decision per fact: ``unknown`` when probed and not known, then ``over_cap`` beyond its
-    split's cap among the facts still kept, else ``kept``."""
+    """One decision per fact: ``unknown`` (or ``key_in_question``) when probed and not known, then
+    ``over_cap`` beyond its split's cap among the facts still kept, else ``kept``."""
     known = [f for f in facts if f["fact_id"] not in verdicts or verdicts[f["fact_id"]].known]
     over = cap_facts(known, max_facts)
     out = []
     for fact in facts:
         verdict = verdicts.get(fact["fact_id"])
         if verdict is not None and not verdict.known:
-            reason = "unknown"
+            reason = verdict.reason or "unknown"
         elif fact["fact_id"] in over:
             reason = "over_cap"
         else:

@@ -75,11 +75,17 @@ def test_probe_facts_judges_the_models_own_greedy_answers(tiny_model_dir: Path) 
     word = next(w for w in said[0].split() if w.isalpha())  # a word the model does say
     facts = [
         {"fact_id": "said", "question": questions[0], "key_span": word},
+        {"fact_id": "echo", "question": "In 1956, Buffett founded ___ Partnership Ltd.", "key_span": "Buffett"},
         {"fact_id": "never", "question": questions[1], "key_span": "Zyxwvut Qponmlk"},
     ]
     verdicts = probe_facts(model, tokenizer, facts, ProbeConfig(max_new_tokens=8))
-    assert [v.answers for v in verdicts] == [(said[0],), (said[1],)]
-    assert [(v.fact_id, v.known, v.score) for v in verdicts] == [("said", True, 1.0), ("never", False, 0.0)]
+    # the echo fact is not asked: its question alone states the key, so any echo would pass
+    assert [v.answers for v in verdicts] == [(said[0],), (), (said[1],)]
+    assert [(v.fact_id, v.known, v.score, v.reason) for v in verdicts] == [
+        ("said", True, 1.0, ""),
+        ("echo", False, 0.0, "key_in_question"),
+        ("never", False, 0.0, "unknown"),
+    ]
 
 
 # -- the select step on a store ---------------------------------------------------------------
@@ -139,6 +145,7 @@ def test_caps_keep_the_first_facts_of_each_split_and_record_why_the_others_went(
 
 def test_the_probe_sets_aside_what_the_model_does_not_answer(db_path: Path, tiny_model_dir: Path) -> None:
     from lune.data.store import Store
+    from lune.evaluation.knowledge_probe import states_key_itself
     from lune.flows.select import select_facts
 
     _ingest_sample(db_path)
@@ -155,12 +162,18 @@ def test_the_probe_sets_aside_what_the_model_does_not_answer(db_path: Path, tiny
             model=str(tiny_model_dir),
         )
     with Store.open(db_path) as store:
-        rows = store.query("SELECT split, reason, model, answers, score FROM v_fact_selection")
+        rows = store.query("SELECT split, reason, model, answers, score, question, key_span FROM v_fact_selection")
     assert len(rows) == sum(before.values())
     probed = [r for r in rows if r["split"] == "forget"]
-    assert {r["reason"] for r in probed} == {"unknown"} and len(probed) == 40
+    # TOFU questions that name their own key span (an author's name asked about) are not asked
+    echoes = [r for r in probed if states_key_itself(r)]
+    assert 0 < len(echoes) < 40 and len(probed) == 40
+    assert {r["reason"] for r in echoes} == {"key_in_question"}
+    assert all(r["answers"] is None for r in echoes)  # nothing asked, nothing answered
+    asked = [r for r in probed if not states_key_itself(r)]
+    assert {r["reason"] for r in asked} == {"unknown"}
+    assert all(len(json.loads(r["answers"])) == 1 for r in asked)  # one prompt each: the question
     assert all(r["model"] == str(tiny_model_dir) and r["score"] == 0.0 for r in probed)
-    assert all(len(json.loads(r["answers"])) == 1 for r in probed)  # one prompt each: the question
     assert {r["reason"] for r in rows if r["split"] != "forget"} == {"kept"}
     assert _splits(db_path) == {**{k: v for k, v in before.items() if k != "forget"}, "set_aside": 40}
 
