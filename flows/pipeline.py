@@ -16,7 +16,6 @@ Wiring only: every stage's work is in its own flow (``flows/<stage>.py``).
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 from prefect import flow
 
+from lune.core.progress import announce
 from lune.data import pipeline_queries
 from lune.data.ids import content_id
 from lune.data.store import Store
@@ -84,15 +84,6 @@ class StageRunner:
             run.artefacts.update(pipeline_queries.outputs_artefacts(outputs, self.timings[name]))
         self.say(f"[{name}] done in {self.timings[name]:.1f} s")
         return outputs
-
-
-def announce(message: str) -> None:
-    """Stage progress on stderr, whatever Prefect's log level (a user and a supervising script both
-    read it: `[unlearn:lune] started`, `[teach] already completed ...`)."""
-    # Not print(): inside a flow with log_prints, Prefect turns prints to stdout and stderr into
-    # log records, which its log level may hide.
-    sys.stderr.write(f"lune: {message}\n")
-    sys.stderr.flush()
 
 
 def _dump(section: Any) -> dict[str, Any]:

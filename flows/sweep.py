@@ -37,12 +37,13 @@ from prefect import flow, task
 from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 
+from lune.core.progress import announce
 from lune.data import sweep_queries
 from lune.data.errors import LuneError
 from lune.data.ids import content_id
 from lune.data.store import Store
 from lune.flows.config import PipelineConfig
-from lune.flows.pipeline import StageRunner, announce
+from lune.flows.pipeline import StageRunner
 from lune.flows.sweep_config import SweepConfig, SweepFileConfig, SweepPoint, base_tree, load_sweep
 from lune.flows.task_runners import make_task_runner
 

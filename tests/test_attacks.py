@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -297,7 +298,9 @@ def test_evaluate_with_attacks_stores_and_reports_them(tiny_model_dir: Path, db_
 
 
 @pytest.mark.slow
-def test_attacks_on_a_taught_model(tmp_path_factory: pytest.TempPathFactory, db_path: Path, tmp_path: Path) -> None:
+def test_attacks_on_a_taught_model(
+    tmp_path_factory: pytest.TempPathFactory, db_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The tiny model taught the sample subset (test_teach's cache) against its retain model."""
     from lune.data import evaluation_queries as q
     from lune.evaluation.evaluate import evaluate_models
@@ -321,6 +324,13 @@ def test_attacks_on_a_taught_model(tmp_path_factory: pytest.TempPathFactory, db_
             store, taught.model_dir, {}, retain_model=taught.retain_model_dir, out_dir=tmp_path, config=config
         )
         rows = {(r["model_label"], r["metric"]): r["value"] for r in q.run_results(store, outcome.run_id)}
+    # progress on stderr, one line per model and attack (minutes each on a real model)
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lune: [evaluate] attack")]
+    assert [re.sub(r"\d+ s$", "N s", line) for line in said] == [
+        f"lune: [evaluate] attack {name}: {what}"
+        for name in ("quantization", "logit_lens")
+        for what in ("model 1/2 (base), N s", "model 2/2 (retain_model), N s", "done in N s")
+    ]
     full, rtn8 = "attack.quantization.full", "attack.quantization.rtn8_g64"
     assert rows["base", f"{full}.forget_recall"] >= 0.9 and rows["base", f"{full}.gur"] == 1.0  # its own reference
     assert rows["base", f"{rtn8}.forget_recall"] >= 0.9 and rows["base", f"{rtn8}.gur"] >= 0.9  # 8 bits keep it

@@ -21,11 +21,13 @@ Its settings, if any, are a section of ``EvaluateConfig`` named after it (``eval
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lune.core.models import RETAIN_LABEL, ModelSpec, iter_loaded
+from lune.core.progress import announce
 from lune.core.registry import Registry
 from lune.evaluation.config import EvaluateConfig
 from lune.evaluation.metrics.registry import MetricContext, Row
@@ -63,8 +65,15 @@ class AttackContext:
 
     def loaded_models(self) -> Iterator[tuple[ModelSpec, Any, Any]]:
         """``(spec, model, tokenizer)`` of :meth:`models` in turn (``core.models.iter_loaded``: an
-        adapter is attached with PEFT, unmerged; use each before asking for the next)."""
-        return iter_loaded(self.models())
+        adapter is attached with PEFT, unmerged; use each before asking for the next). Says on
+        stderr which model the attack is on (an attack on a real model runs for minutes each)."""
+        specs = self.models()
+        started = time.perf_counter()
+        for index, loaded in enumerate(iter_loaded(specs), start=1):
+            elapsed = time.perf_counter() - started
+            announce(f"[evaluate] attack {self.name}: model {index}/{len(specs)} ({loaded[0].label}), {elapsed:.0f} s")
+            yield loaded
+        announce(f"[evaluate] attack {self.name}: done in {time.perf_counter() - started:.0f} s")
 
     def answers(self, model: Any, tokenizer: Any, probe_sets: Iterable[str]) -> dict[str, list[str]]:
         """Greedy answers (transformers, the evaluation's settings) to every probe of ``probe_sets``."""
