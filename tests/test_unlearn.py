@@ -385,6 +385,39 @@ def test_lora_defaults_are_the_papers() -> None:
     assert UnlearnConfig().lora.rank == 16 and UnlearnConfig().lora.alpha == 32
 
 
+def test_lora_layers_adapt_only_those_layers(facts, tiny_model_dir) -> None:
+    """`unlearn.lora.layers` puts adapters on the named decoder layers only, a step moves them, the
+    backbone stays as it was; a layer the model lacks, a bad list and an RMU choice above its steered
+    layer are refused by name."""
+    import re
+
+    import torch
+    from pydantic import ValidationError
+
+    data = build_data(curated_set(facts), retain_of(facts))
+    model, tokenizer = load(tiny_model_dir)
+    before = snapshot(model)
+    config = UnlearnConfig(lora={"layers": [3, 2]}, **QUICK)
+    assert config.lora.layers == [2, 3]
+    trainer = METHODS["lune"](model, tokenizer, data, config, progress=False)
+    adapted = {int(re.search(r"layers\.(\d+)\.", n).group(1)) for n, _ in trainer.model.named_parameters() if "lora_" in n}
+    assert adapted == {2, 3}
+    trainer.train()
+    lora_b = [p for n, p in trainer.model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(torch.count_nonzero(p) > 0 for p in lora_b)
+    assert not any(changed(before, model).values())
+
+    model, tokenizer = load(tiny_model_dir)
+    with pytest.raises(LuneError, match=r"unlearn\.lora\.layers: layer 4 does not exist; the model has 4"):
+        METHODS["lune"](model, tokenizer, data, UnlearnConfig(lora={"layers": [1, 4]}), progress=False)
+    for bad in ([], [-1], [1, 1]):
+        with pytest.raises(ValidationError, match="lora.layers"):
+            UnlearnConfig(lora={"layers": bad})
+    rmu = UnlearnConfig(method="rmu", method_options={"layer": 1}, lora={"layers": [2, 3]})
+    with pytest.raises(LuneError, match=r"rmu: unlearn\.lora\.layers \[2, 3\] leaves no layer at or below"):
+        METHODS["rmu"](model, tokenizer, data, rmu, progress=False)
+
+
 def test_lune_needs_negatives(facts, tiny_model_dir) -> None:
     rows = curated_set(facts)
     rows["train"] = [dict(r, target_kind="refusal") for r in rows["train"]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from lune.core.config_base import ConfigModel
 from lune.unlearn.methods import DEFAULT_METHOD, METHODS
@@ -115,6 +115,20 @@ class LoraSettings(ConfigModel):
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="module names to adapt; 'all-linear': every attention and MLP projection"
     )
+    layers: list[int] | None = Field(
+        None,
+        description="decoder layers (0-based) to adapt, e.g. [2, 3] for the upper half of a 4-layer model; "
+        "null: every layer (RMU: its own layers, narrowed to these)",
+    )
+
+    @field_validator("layers")
+    @classmethod
+    def _layers_distinct(cls, layers: list[int] | None) -> list[int] | None:
+        if layers is None:
+            return None
+        if not layers or any(layer < 0 for layer in layers) or len(set(layers)) != len(layers):
+            raise ValueError(f"layers must be distinct non-negative layer indices, got {layers}")
+        return sorted(layers)
 
 
 class UnlearnConfig(ConfigModel):

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from lune.data.errors import LuneError
+
 if TYPE_CHECKING:  # the config imports the methods, which import this module
     from lune.unlearn.config import LoraSettings
 
@@ -48,6 +50,8 @@ def attach_lora(model: Any, settings: LoraSettings, *, seed: int = 0, layers: Se
     import torch
     from peft import get_peft_model
 
+    if layers is not None:
+        check_layers(model, layers)
     config = lora_config(model, settings, layers=layers)
     torch.manual_seed(seed)  # A's initialisation
     peft_model = get_peft_model(model, config)
@@ -55,6 +59,17 @@ def attach_lora(model: Any, settings: LoraSettings, *, seed: int = 0, layers: Se
         if "lora_" not in name and param.requires_grad:  # get_peft_model freezes; make sure
             param.requires_grad_(False)
     return peft_model
+
+
+def check_layers(model: Any, layers: Sequence[int]) -> None:
+    """Refuse layer indices the model does not have (PEFT would adapt nothing there, silently)."""
+    num_layers = model.config.num_hidden_layers
+    missing = [layer for layer in layers if not 0 <= layer < num_layers]
+    if missing:
+        raise LuneError(
+            f"unlearn.lora.layers: layer {missing[0]} does not exist; the model has {num_layers} decoder "
+            f"layers (0 to {num_layers - 1})"
+        )
 
 
 def linear_module_names(model: Any) -> list[str]:

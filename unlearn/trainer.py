@@ -163,8 +163,9 @@ class UnlearnTrainer:
         return self.config.learning_rate
 
     def adapted_layers(self, model: Any) -> list[int] | None:
-        """The decoder layers (0-based) that get LoRA adapters; None: every layer (RMU: up to the steered one)."""
-        return None
+        """The decoder layers (0-based) that get LoRA adapters: ``unlearn.lora.layers``; None: every layer
+        (RMU: up to the steered one)."""
+        return self.config.lora.layers
 
     @classmethod
     def load(cls, model_path: Any, config: UnlearnConfig) -> tuple[Any, Any]:

@@ -95,7 +95,17 @@ class Rmu(GradAscent):
         self.control = self.control.to(self.device)
 
     def adapted_layers(self, model: Any) -> list[int]:
-        return list(range(self.layer + 1))
+        # Layers above the steered one cannot change its activations: adapting them only costs time.
+        own = list(range(self.layer + 1))
+        chosen = self.config.lora.layers
+        if chosen is None:
+            return own
+        narrowed = [layer for layer in own if layer in chosen]
+        if not narrowed:
+            raise LuneError(
+                f"rmu: unlearn.lora.layers {chosen} leaves no layer at or below the steered layer {self.layer}"
+            )
+        return narrowed
 
     def retain_use(self) -> str | None:
         return "its retain term"
