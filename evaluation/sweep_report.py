@@ -112,6 +112,13 @@ def axis_effect(points: Sequence[PointResult], axis: str, metric: str) -> list[t
     return effects
 
 
+def effect_cell(value: str, mean: float, half: float, seeds: int) -> str:
+    """One value's effect as the report writes it; one seed has no interval, and says so."""
+    if seeds < 2:
+        return f"{value}: {mean:.3f} (1 seed, no interval)"
+    return f"{value}: {mean:.3f} ± {half:.3f} ({seeds} seeds)"
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -221,7 +228,7 @@ def write_report(rows: Sequence[dict[str, Any]], out_dir: str | Path, axes: Sequ
     lines += ["", "## Effect of each axis (mean over the other axes; 95% CI over seeds)", ""]
     for axis in axes:
         for metric in (FORGET, utility_metric(points)):
-            cells = ", ".join(f"{v}: {m:.3f} ± {h:.3f}" for v, m, h, _ in axis_effect(points, axis, metric))
+            cells = ", ".join(effect_cell(*effect) for effect in axis_effect(points, axis, metric))
             lines.append(f"- {axis}, {metric}: {cells or '-'}")
     pareto = plot_pareto(points, out / "pareto.png", axes)
     if pareto:

@@ -128,7 +128,7 @@ def test_the_command_lists_the_points_with_check_and_names_a_bad_key(tmp_path: P
 
 
 def test_pure_helpers() -> None:
-    from lune.evaluation.sweep_report import PointResult, axis_effect, mean_ci, pareto_front
+    from lune.evaluation.sweep_report import PointResult, axis_effect, effect_cell, mean_ci, pareto_front
 
     assert pareto_front([(0.9, 0.5), (0.8, 0.9), (0.7, 0.4), (0.9, 0.5)]) == [True, True, False, True]
     mean, half = mean_ci([0.5, 0.7])
@@ -144,6 +144,9 @@ def test_pure_helpers() -> None:
     [(value, mean, half, seeds)] = axis_effect(points, "rank", "usr")
     assert (value, seeds) == ("2", 2) and mean == pytest.approx(0.45)
     assert half == pytest.approx(12.7062 * 0.212132 / 1.414214, rel=1e-4)
+    assert effect_cell("2", mean, half, seeds) == f"2: 0.450 ± {half:.3f} (2 seeds)"
+    # one seed: no interval to give, so none is printed (it read "± 0.000" before)
+    assert effect_cell("16", 0.85, 0.0, 1) == "16: 0.850 (1 seed, no interval)"
 
 
 def stage_runs(db: str) -> dict[str, int]:
