@@ -45,9 +45,21 @@ class SweepAxis(ConfigModel):
     )
     name: str | None = Field(None, description="label of the axis in tables and plots (default: the key)")
     values: list[Any] = Field(min_length=1, description="the values the axis takes, in order")
+    labels: list[str] | None = Field(
+        None,
+        description="how each value is shown in tables and plots, one per value (default: the value, or "
+        "k=v,... for a mapping)",
+    )
 
     @model_validator(mode="after")
     def _named(self) -> SweepAxis:
+        if self.labels is not None and (
+            len(self.labels) != len(self.values) or len(set(self.labels)) != len(self.labels)
+        ):
+            raise ValueError(
+                f"axis {self.label}: labels must be distinct, one per value ({len(self.values)} values, "
+                f"labels {self.labels})"
+            )
         if self.key is None:
             if not self.name:
                 raise ValueError("an axis without `key` needs a `name` (its values are mappings of key paths)")
@@ -66,7 +78,9 @@ class SweepAxis(ConfigModel):
         return {self.key: value} if self.key is not None else dict(value)
 
     def value_label(self, index: int) -> str:
-        """How the ``index``-th value is shown: the value itself, or ``k=v,...`` for a group."""
+        """How the ``index``-th value is shown: its label, else the value itself, or ``k=v,...`` for a group."""
+        if self.labels is not None:
+            return self.labels[index]
         value = self.values[index]
         if self.key is not None:
             return str(value)

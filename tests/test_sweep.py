@@ -79,6 +79,21 @@ def test_points_are_the_grid_times_the_seeds_each_validated(tmp_path: Path) -> N
     assert config.unlearn.lora.rank == 16  # the base is untouched
 
 
+def test_axis_labels_name_the_values_and_must_match_them(tmp_path: Path) -> None:
+    from lune.flows.sweep_config import load_sweep
+
+    values = [{"generate.backend": "rules"}, {"generate.backend": "dataset"}]
+    axis = {"name": "neg", "values": values, "labels": ["rules", "TOFU's own"]}
+    _, points = load_sweep(sweep_file(tmp_path / "a", {"axes": [axis]}))
+    assert [(p.values["neg"], p.config.generate.backend) for p in points] == [
+        ("rules", "rules"),
+        ("TOFU's own", "dataset"),
+    ]
+    for i, labels in enumerate((["rules"], ["x", "x"])):
+        with pytest.raises(LuneError, match=r"axis neg: labels must be distinct, one per value \(2 values"):
+            load_sweep(sweep_file(tmp_path / f"bad{i}", {"axes": [dict(axis, labels=labels)]}))
+
+
 def test_random_mode_draws_a_seeded_sample_without_repeats(tmp_path: Path) -> None:
     from lune.flows.sweep_config import load_sweep
 
