@@ -2,7 +2,8 @@
 
 Generation batches (``generate.task_runner``) and sweep points (``sweep.task_runner``) both take it.
 A local Dask cluster gets ``workers`` single-threaded processes (each sizes its own torch threads,
-``core/threads.py``); ``address`` names a running scheduler instead.
+``core/threads.py``) that report to this process's Prefect API; ``address`` names a running
+scheduler instead (its workers report where their own environment says).
 """
 
 from __future__ import annotations
@@ -24,6 +25,22 @@ def make_task_runner(kind: str, workers: int, address: str | None = None, *, set
         raise LuneError(f"{setting} dask needs the prefect-dask package (pip install prefect-dask)") from None
     if address:
         return DaskTaskRunner(address=address)
-    return DaskTaskRunner(
-        cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
-    )
+    cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+    return DaskTaskRunner(cluster_kwargs={**cluster, "env": worker_environment()})
+
+
+def worker_environment() -> dict[str, str]:
+    """The environment a local Dask worker process needs: the Prefect API this process reports to.
+
+    Without it a worker in a run on a temporary Prefect server (no ``PREFECT_API_URL``) starts a
+    temporary server of its own, one more process per worker competing for the cores, and the
+    points' flow runs land there instead of in the server the user watches.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        server = SubprocessASGIServer()  # this process's temporary server (a singleton), when one runs
+        url = server.api_url if server.running else None
+    return {"PREFECT_API_URL": url} if url else {}

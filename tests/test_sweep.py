@@ -205,27 +205,52 @@ def test_a_rank_sweep_generates_scores_and_teaches_once_and_a_rerun_runs_nothing
     assert [p["headline"]["lune"]["usr"] for p in again["points"]] == [p["headline"]["lune"]["usr"] for p in points]
 
 
+def unlearn_flow_runs() -> int:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        return len(client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["unlearn"]))))
+
+
 @pytest.mark.slow
 def test_points_run_on_a_two_worker_dask_cluster_each_sized_to_its_share(tmp_path: Path, prefect_harness) -> None:
-    from distributed import LocalCluster
-
+    """lune's own local cluster of 2 worker processes; each point's flow runs report to this
+    process's Prefect server (before, each worker started a temporary server of its own)."""
     from lune.core.threads import usable_cores
     from lune.flows.sweep import sweep_flow
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        sweep = {
-            "axes": [{"key": "unlearn.lora.target_modules", "values": [["q_proj", "v_proj"], ["down_proj"]]}],
-            "task_runner": "dask",
-            "workers": 2,
-            "dask_address": cluster.scheduler_address,
-        }
-        summary = sweep_flow(str(tmp_path / "results.duckdb"), str(sweep_file(tmp_path, sweep)))
+    sweep = {
+        "axes": [{"key": "unlearn.lora.target_modules", "values": [["q_proj", "v_proj"], ["down_proj"]]}],
+        "task_runner": "dask",
+        "workers": 2,
+    }
+    before = unlearn_flow_runs()
+    summary = sweep_flow(str(tmp_path / "results.duckdb"), str(sweep_file(tmp_path, sweep)))
+    assert unlearn_flow_runs() - before == 2  # the workers' unlearning runs, in the harness's server
     points = summary["points"]
     assert len(points) == 2 and all(p["headline"]["lune"]["usr"] is not None for p in points)
     assert os.getpid() not in {p["pid"] for p in points}  # measured in the workers' processes
     # two workers on this machine's cores: each took at most its half
     assert all(1 <= p["threads"] <= max(1, len(usable_cores()) // 2) for p in points)
     assert points[0]["trainable_params"] != points[1]["trainable_params"]  # other modules adapted
+
+
+def test_local_dask_workers_report_to_this_process_prefect_server(prefect_harness) -> None:
+    """The workers' environment names the API of this process: the configured URL, or, on a
+    temporary server (no URL set), that server's; an address of a running scheduler is used as is."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    from lune.flows.task_runners import make_task_runner, worker_environment
+
+    assert worker_environment() == {"PREFECT_API_URL": get_current_settings().api.url}
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert get_current_settings().api.url is None
+        assert worker_environment() == {"PREFECT_API_URL": SubprocessASGIServer().api_url}
+    runner = make_task_runner("dask", 2)
+    assert runner.cluster_kwargs["env"] == worker_environment() and runner.cluster_kwargs["n_workers"] == 2
+    assert make_task_runner("dask", 2, "tcp://10.0.0.1:8786").address == "tcp://10.0.0.1:8786"
 
 
 @pytest.mark.slow
