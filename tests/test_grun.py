@@ -326,6 +326,48 @@ def test_a_saved_artefact_reloads_to_the_same_outputs(
     assert greedy_answers(model, tokenizer, questions, max_new_tokens=6) == expected_answers
 
 
+def test_a_later_request_starts_from_the_earlier_artefact(
+    trained: dict[str, Any], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """`start_from` (sequential requests): the new run begins exactly where the earlier artefact
+    left the model, trains those same edits on, and records what it started from; a layer choice
+    that differs and a folder without an artefact are refused by name."""
+    import torch
+
+    from lune.core.model_refs import sha256_of
+
+    earlier: Grun = trained["trainer"]
+    folder = tmp_path / "request-1"
+    earlier.save_output(folder, earlier.tokenizer)
+    data = trained["data"]
+    batch = teacher_forced(
+        earlier.tokenizer, [f["question"] for f in data.forget[:3]], [f["answer"] for f in data.forget[:3]]
+    )
+    earlier.model.eval()
+    with torch.no_grad():
+        expected = earlier.model(**batch).logits
+
+    model, tokenizer = load(tiny_model_dir)
+    options = {"start_from": str(folder)}
+    config = UnlearnConfig(method="grun", method_options=options, **{**STEPS, "max_steps": 3})
+    later = Grun(model, tokenizer, data, config, progress=False)
+    later.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(later.model(**batch).logits, expected, atol=1e-5)  # step 0 = the earlier result
+    start = {k: m.tensors()["source.weight"] for k, m in later.interventions.modules.items()}
+    later.train()
+    assert all(not torch.equal(m.source.weight.detach(), start[k]) for k, m in later.interventions.modules.items())
+    assert later.manifest_fields()["start_from"]["sha256"] == sha256_of(folder / ic.WEIGHTS_FILE)
+
+    model, tokenizer = load(tiny_model_dir)
+    differing = UnlearnConfig(method="grun", method_options={**options, "layers": [1, 3]}, **STEPS)
+    with pytest.raises(LuneError, match=r"edits layers \[2, 3\]; method_options.layers \[1, 3\] differs"):
+        Grun(model, tokenizer, data, differing, progress=False)
+    empty = UnlearnConfig(method="grun", method_options={"start_from": str(tmp_path)}, **STEPS)
+    with pytest.raises(LuneError, match=r"no interventions\.json"):
+        Grun(model, tokenizer, data, empty, progress=False)
+
+
 # -- through lune unlearn and evaluation ----------------------------------------------------------
 
 

@@ -74,6 +74,11 @@ class GrunOptions(MethodOptions):
     refusals: list[str] = Field(
         list(DEFAULT_REFUSALS), min_length=1, description="idk: refusal targets when the set has no refusal rows"
     )
+    start_from: str | None = Field(
+        None,
+        description="an earlier grun output folder (interventions.json + .safetensors) to train on from, for "
+        "sequential requests; its layers, rank and gate are kept (method_options.layers must match or be unset)",
+    )
 
 
 def default_layers(num_layers: int) -> list[int]:
@@ -125,21 +130,27 @@ class Grun(UnlearnTrainer):
         options: GrunOptions = self.options
         self.model.requires_grad_(False)  # the base model stays frozen: only the edits train
         num_layers = self.model.config.num_hidden_layers
-        layers = options.layers if options.layers is not None else default_layers(num_layers)
+        marker = prompt_marker(tokenizer)
+        if options.start_from:
+            self.interventions = self.earlier_interventions(options.start_from, marker)
+            layers = self.interventions.config.layers
+        else:
+            layers = options.layers if options.layers is not None else default_layers(num_layers)
         bad = [layer for layer in layers if not 0 <= layer < num_layers]
         if bad or not layers:
             raise LuneError(
                 f"grun: layers {layers} must be non-empty and within the model's {num_layers} (0 to {num_layers - 1})"
             )
-        self.interventions = Interventions.create(
-            layers,
-            self.model.config.hidden_size,
-            rank=options.rank,
-            gate=options.gate,
-            prompt_marker=prompt_marker(tokenizer),
-            method=self.name,
-            seed=config.seed,
-        ).to(self.device)
+        if not options.start_from:
+            self.interventions = Interventions.create(
+                layers,
+                self.model.config.hidden_size,
+                rank=options.rank,
+                gate=options.gate,
+                prompt_marker=marker,
+                method=self.name,
+                seed=config.seed,
+            ).to(self.device)
         # Registered in the model while it trains: parameter counts, the optimiser and early
         # stopping's best-checkpoint copies see the edits like any trainable weight.
         self.model.add_module(
@@ -152,6 +163,26 @@ class Grun(UnlearnTrainer):
             else (2.0 if options.forget_loss == "grad_diff" else 1.0)
         )
         self.reference_logps: Any = None
+
+    def earlier_interventions(self, folder: str, marker: list[int]) -> Any:
+        """The artefact of an earlier request, trainable, checked against this model and these options."""
+        from lune.core.interventions import load
+
+        earlier = load(folder, trainable=True, device=self.device)
+        where = f"grun: method_options.start_from {folder}"
+        if earlier.config.hidden_size != self.model.config.hidden_size:
+            raise LuneError(
+                f"{where} edits width {earlier.config.hidden_size}; this model's is {self.model.config.hidden_size}"
+            )
+        if earlier.config.prompt_marker and earlier.config.prompt_marker != marker:
+            raise LuneError(f"{where} was trained with another tokenizer or chat template (its prompt marker differs)")
+        wanted = self.options.layers
+        if wanted is not None and sorted(wanted) != sorted(earlier.config.layers):
+            raise LuneError(
+                f"{where} edits layers {earlier.config.layers}; method_options.layers {wanted} differs "
+                "(leave it unset to keep the earlier layers)"
+            )
+        return earlier
 
     # -- which pairs, which loss -------------------------------------------------------------------
 
@@ -254,6 +285,18 @@ class Grun(UnlearnTrainer):
             prompts = [r.get("prompt") or r.get("text") for r in rows if r.get("prompt") or r.get("text")]
             outcome.resources[f"gate_heldout_{kind}"] = self.gate_means(prompts)
         return outcome
+
+    def manifest_fields(self) -> dict[str, Any]:
+        """Sequential requests: which earlier artefact this one trained on from (and its weights' hash)."""
+        from pathlib import Path
+
+        from lune.core.interventions import WEIGHTS_FILE
+        from lune.core.model_refs import sha256_of
+
+        start = self.options.start_from
+        if not start:
+            return {}
+        return {"start_from": {"path": str(Path(start).resolve()), "sha256": sha256_of(Path(start) / WEIGHTS_FILE)}}
 
     def save_output(self, folder: Any, tokenizer: Any) -> str:
         """The interventions artefact (``core.interventions.save``), no model weights."""
