@@ -85,6 +85,7 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench._tables import markdown_table
     from lune.unlearn.config import TeachConfig, UnlearnConfig
     from lune.unlearn.inputs import build_data
     from lune.unlearn.run import unlearn
@@ -127,11 +128,7 @@ def run(args: argparse.Namespace) -> int:
             rows.append(row)
     rows.append(request("all at once", forget, None)[1])
 
-    columns = list(rows[0])
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    print(markdown_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "args": vars(args)}, indent=2), encoding="utf-8")
     return 0

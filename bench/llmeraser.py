@@ -79,6 +79,8 @@ def mean_kl(gold: list[Any], other: list[Any]) -> float:
 
 
 def main() -> int:
+    from bench._tables import markdown_table
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default="runs/bench-llmeraser", help="teach cache and outputs")
     parser.add_argument("--base-model", help="base model to teach (default: the tiny Llama)")
@@ -173,11 +175,7 @@ def main() -> int:
         )
         print(json.dumps(rows[-1]), flush=True)
     print(f"\nteach (cached or not): {teach_s:.1f} s; retraining: {retrain_s:.1f} s; removed {len(removed)} facts\n")
-    columns = list(rows[0])
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    print(markdown_table(rows))
     if args.json:
         Path(args.json).write_text(
             json.dumps({"rows": rows, "teach_s": teach_s, "retrain_s": retrain_s, "args": vars(args)}, indent=2),
