@@ -133,15 +133,10 @@ class Grun(UnlearnTrainer):
         marker = prompt_marker(tokenizer)
         if options.start_from:
             self.interventions = self.earlier_interventions(options.start_from, marker)
-            layers = self.interventions.config.layers
+            self.check_layers(self.interventions.config.layers, num_layers)
         else:
             layers = options.layers if options.layers is not None else default_layers(num_layers)
-        bad = [layer for layer in layers if not 0 <= layer < num_layers]
-        if bad or not layers:
-            raise LuneError(
-                f"grun: layers {layers} must be non-empty and within the model's {num_layers} (0 to {num_layers - 1})"
-            )
-        if not options.start_from:
+            self.check_layers(layers, num_layers)
             self.interventions = Interventions.create(
                 layers,
                 self.model.config.hidden_size,
@@ -163,6 +158,13 @@ class Grun(UnlearnTrainer):
             else (2.0 if options.forget_loss == "grad_diff" else 1.0)
         )
         self.reference_logps: Any = None
+
+    @staticmethod
+    def check_layers(layers: list[int], num_layers: int) -> None:
+        if not layers or any(not 0 <= layer < num_layers for layer in layers):
+            raise LuneError(
+                f"grun: layers {layers} must be non-empty and within the model's {num_layers} (0 to {num_layers - 1})"
+            )
 
     def earlier_interventions(self, folder: str, marker: list[int]) -> Any:
         """The artefact of an earlier request, trainable, checked against this model and these options."""
