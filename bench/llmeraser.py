@@ -1,22 +1,26 @@
-"""LLMEraser against retraining: the corrected adapter vs the adapter retrained without the removed
-facts (the gold) vs the uncorrected one, on the embedded default (the TOFU sample, tiny Llama) or a
-given base model.
+"""LLMEraser against retraining: the corrected adapter vs the adapter retrained on the edited training
+set (the gold) vs the uncorrected one, on the embedded default (the TOFU sample, tiny Llama) or a given
+base model. Three edits of D (``--mode``): remove the first N forget facts (instance removal), give
+them new answers (response correction: TOFU's first perturbed answer, the "outdated fact" case), or
+ask them by new questions (query modification: TOFU's paraphrased question).
 
     python bench/llmeraser.py                                   # tiny Llama, remove the 40 forget facts
-    python bench/llmeraser.py --removed 4 --damping 0.1,0.01    # fewer facts, two dampings
+    python bench/llmeraser.py --edited 4 --damping 0.1,0.01     # fewer facts, two dampings
     python bench/llmeraser.py --solver adam --iterations 20 --lr 1e-5 --damping 1e-5   # the reference settings
-    python bench/llmeraser.py --base-model smollm2-135m-instruct --teach-steps 200 --json out.json
+    python bench/llmeraser.py --base-model smollm2-135m-instruct --per-split 10 --teach-steps 60 \
+        --teach-batch-size 8 --edited 5 --mode correct --damping 0.01 --iterations 10 --json out.json
 
 Steps: teach the facts into a LoRA adapter (``teach.adapter``; cached under --workdir), retrain it
-from scratch without the first --removed forget facts (same seed and settings; timed: the cost
-LLMEraser replaces), then one LLMEraser removal per solver setting (timed). Per model (taught,
-each corrected one, the gold), measured against the gold:
+from scratch on the edited D (same seed and settings; timed: the cost LLMEraser replaces), then one
+LLMEraser edit per solver setting (timed). Per model (taught, each corrected one, the gold),
+measured against the gold:
 
-- parameter distance ||theta - theta_gold|| of the adapter (LoRA A, B and the saved output head),
-  and the cosine between the update and theta_gold - theta_taught;
+- parameter distance ||theta - theta_gold|| of the adapter (LoRA A, B and, on the tiny model, the
+  saved output head), and the cosine between the update and theta_gold - theta_taught;
 - output KL(gold || model) of the next-token distributions, averaged over the answer tokens of the
-  removed facts and of the kept ones;
-- key-span recall (greedy answers) on the removed facts and on the kept ones;
+  edited facts as they become (removed: as they were) and of the kept ones;
+- key-span recall (greedy answers) of the edited facts as they were, as they become (correct:
+  the new answer's span; modify: the answer asked by the new question), and of the kept ones;
 - wall time (LLMEraser: the whole `unlearn` run; retraining: `retrain_adapter`).
 
 Prints a Markdown table; --json writes the figures.
@@ -85,7 +89,14 @@ def main() -> int:
     parser.add_argument("--workdir", default="runs/bench-llmeraser", help="teach cache and outputs")
     parser.add_argument("--base-model", help="base model to teach (default: the tiny Llama)")
     parser.add_argument("--teach-steps", type=int, help="teach.min_steps (default: the config's, 300)")
-    parser.add_argument("--removed", type=int, default=40, help="forget facts removed (the first N)")
+    parser.add_argument("--mode", default="remove", choices=["remove", "correct", "modify"], help="the edit of D")
+    parser.add_argument(
+        "--edited", "--removed", dest="edited", type=int, default=40, help="forget facts edited (the first N)"
+    )
+    parser.add_argument(
+        "--per-split", type=int, help="teach only the first N facts of each split (default: the whole sample)"
+    )
+    parser.add_argument("--teach-batch-size", type=int, help="teach.batch_size (default: the config's, 16)")
     parser.add_argument("--solver", default="cg", choices=["cg", "adam"])
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--lr", type=float, default=1e-5, help="Adam's learning rate (solver adam)")
@@ -96,10 +107,11 @@ def main() -> int:
 
     import torch
 
+    from lune.data.key_span import key_span_for
     from lune.unlearn.config import TeachAdapter, TeachConfig, UnlearnConfig
     from lune.unlearn.inputs import UnlearnData
     from lune.unlearn.run import unlearn
-    from lune.unlearn.sample_set import sample_facts
+    from lune.unlearn.sample_set import perturbed_rows, sample_facts
     from lune.unlearn.teach import recall_by_split, teach
     from lune.unlearn.teach_adapter import retrain_adapter
 
@@ -110,20 +122,46 @@ def main() -> int:
     settings: dict[str, Any] = {"adapter": TeachAdapter(enabled=True), "retain_model": False}
     if args.base_model:
         settings.update(base_model=args.base_model, adapter=TeachAdapter(enabled=True, modules_to_save=[]))
+        settings["splits"] = ["forget", "retain"]  # a pretrained model's utility facts are what it knows
     if args.teach_steps:
         settings["min_steps"] = args.teach_steps
+    if args.teach_batch_size:
+        settings["batch_size"] = args.teach_batch_size
     teach_config = TeachConfig(**settings)
-    facts = sample_facts()
+    limits = {s: args.per_split for s in ("forget", "retain", "utility")} if args.per_split else None
+    facts = sample_facts(limits)
     started = time.perf_counter()
     taught = teach(facts, work, teach_config, progress=True)
     teach_s = time.perf_counter() - started
-    removed = [f for f in facts if f["split"] == "forget"][: args.removed]
-    removed_ids = {f["fact_id"] for f in removed}
-    kept = [f for f in facts if f["fact_id"] not in removed_ids and f["split"] in ("forget", "retain", "utility")]
-    gold_dir = work / f"gold-{args.removed}"
+    edited = [f for f in facts if f["split"] == "forget"][: args.edited]
+    edited_ids = {f["fact_id"] for f in edited}
+    kept = [f for f in facts if f["fact_id"] not in edited_ids and f["split"] in ("forget", "retain", "utility")]
+    # What each edited fact becomes (remove: itself, the probe of what should be gone)
+    perturbed = {row["question"]: row for row in perturbed_rows()}
+    corrections, replaced, after = [], {}, []
+    for fact in edited:
+        if args.mode == "remove":
+            after.append(fact)
+            continue
+        row = perturbed[fact["question"]]
+        if args.mode == "correct":
+            new = row["perturbed_answer"][0]
+            change = {"answer": new, "key_span": key_span_for(fact["question"], new)[0]}
+            corrections.append({"fact_id": fact["fact_id"], "answer": new})
+            replaced[fact["fact_id"]] = {"answer": new}
+        else:
+            change = {"question": row["paraphrased_question"]}
+            corrections.append({"fact_id": fact["fact_id"], "new_question": row["paraphrased_question"]})
+            replaced[fact["fact_id"]] = {"question": row["paraphrased_question"]}
+        after.append({**fact, **change})
+    corrections_file = work / f"corrections-{args.mode}-{args.edited}.jsonl"
+    if corrections:
+        corrections_file.write_text("".join(json.dumps(r) + "\n" for r in corrections), encoding="utf-8")
+    gold_dir = work / (f"gold-{args.edited}" if args.mode == "remove" else f"gold-{args.mode}-{args.edited}")
     started = time.perf_counter()
     if not (gold_dir / "adapter").exists():
-        retrain_adapter(taught.model_dir, gold_dir, removed=sorted(removed_ids), progress=True)
+        removed = sorted(edited_ids) if args.mode == "remove" else []
+        retrain_adapter(taught.model_dir, gold_dir, removed=removed, replaced=replaced, progress=True)
     retrain_s = time.perf_counter() - started
 
     models: dict[str, tuple[Path, float | None]] = {"taught": (taught.model_dir, None)}
@@ -134,12 +172,15 @@ def main() -> int:
             "lr": args.lr,
             "damping": damping,
             "batch_size": args.batch_size,
+            "mode": args.mode,
+            "corrections": str(corrections_file) if corrections else None,
         }
-        out = work / f"llmeraser-{args.removed}-{args.solver}-{damping:g}"
+        label = "" if args.mode == "remove" else f"{args.mode}-"
+        out = work / f"llmeraser-{label}{args.edited}-{args.solver}-{damping:g}"
         started = time.perf_counter()
         unlearn(
             taught.model_dir,
-            UnlearnData(train=[], forget=removed),
+            UnlearnData(train=[], forget=edited),
             out,
             UnlearnConfig(method="llmeraser", method_options=options),
             progress=True,
@@ -149,7 +190,7 @@ def main() -> int:
 
     theta, gold = adapter_vector(taught.model_dir), adapter_vector(gold_dir)
     gold_model, tokenizer = load(gold_dir)
-    probes = {"removed": removed, "kept": kept[:80]}
+    probes = {"edited": after, "kept": kept[:80]}
     gold_dists = {k: answer_distributions(gold_model, tokenizer, v, 256) for k, v in probes.items()}
     rows = []
     for label, (folder, seconds) in models.items():
@@ -166,15 +207,21 @@ def main() -> int:
                 )
                 if float(update.norm()) > 0
                 else None,
-                "kl_removed": mean_kl(gold_dists["removed"], dists["removed"]),
+                "kl_edited": mean_kl(gold_dists["edited"], dists["edited"]),
                 "kl_kept": mean_kl(gold_dists["kept"], dists["kept"]),
-                "recall_removed": recall_by_split(model, tok, removed)["recall"],
+                "recall_edited_as_were": recall_by_split(model, tok, edited)["recall"],
+                **(
+                    {"recall_edited_as_become": recall_by_split(model, tok, after)["recall"]}
+                    if args.mode != "remove"
+                    else {}
+                ),
                 "recall_kept": recall_by_split(model, tok, probes["kept"])["recall"],
                 "wall_s": round(seconds, 1) if seconds is not None else None,
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\nteach (cached or not): {teach_s:.1f} s; retraining: {retrain_s:.1f} s; removed {len(removed)} facts\n")
+    print(f"\nteach (cached or not): {teach_s:.1f} s; retraining: {retrain_s:.1f} s")
+    print(f"{args.mode}: {len(edited)} of {len(facts)} facts\n")
     print(markdown_table(rows))
     if args.json:
         Path(args.json).write_text(

@@ -46,6 +46,11 @@ def sample_facts(limits: dict[str, int] | None = None) -> list[dict[str, Any]]:
     return facts
 
 
+def perturbed_rows() -> list[dict[str, Any]]:
+    """TOFU's forget01 perturbations: rows ``question``, ``paraphrased_question``, ``perturbed_answer`` (a list)."""
+    return _rows("forget01_perturbed.json")
+
+
 def curated_set(
     facts: list[dict[str, Any]], negatives_per_fact: int = 5, paraphrases: bool = True, refusals: bool = False
 ) -> dict[str, list[dict[str, Any]]]:
@@ -56,7 +61,7 @@ def curated_set(
     forget = [f for f in facts if f["split"] == "forget"]
     by_question = {f["question"]: f for f in forget}
     train = []
-    for row in _rows("forget01_perturbed.json"):
+    for row in perturbed_rows():
         fact = by_question.get(row["question"])
         if fact is None:
             continue
