@@ -128,3 +128,28 @@ def test_a_model_without_a_recorded_adapter_is_refused(tiny_model_dir: Path, tmp
     with pytest.raises(LuneError) as caught:
         unlearn(tiny_model_dir, data, tmp_path / "out", UnlearnConfig(method="llmeraser"), progress=False)
     assert str(tiny_model_dir) in str(caught.value) and "teach.adapter.enabled" in str(caught.value)
+
+
+@pytest.mark.slow  # with the module's teach fixture: 2 min on the busy 2-core machine
+def test_a_step_that_raises_the_edited_training_loss_is_shortened(taught: dict, tmp_path: Path) -> None:
+    # An update scaled far past the influence estimate stands in for the overshoot measured on SmolLM2
+    # (damping 0.01: every answer of D lost); backtracking must halve it until D's loss does not rise.
+    fact = taught["facts"][5]
+    corrections = tmp_path / "corrections.jsonl"
+    corrections.write_text(json.dumps({"fact_id": fact["fact_id"], "answer": "Nobody knows."}) + "\n")
+    options = {"mode": "correct", "corrections": str(corrections), "solver": "cg", "iterations": 5, "damping": 0.1}
+    data = UnlearnData(train=[], forget=taught["removed"])
+
+    def run(name: str, **extra: float) -> dict:
+        config = UnlearnConfig(method="llmeraser", method_options={**options, "scale": 1000.0, **extra})
+        return unlearn(taught["model"], data, tmp_path / name, config, progress=False).metrics
+
+    plain = run("plain", backtrack=0)
+    assert plain["kept_step_factor"] == 1.0
+    assert plain["kept_loss_edited_d_post"] > plain["kept_loss_edited_d_pre"]  # the overshoot is real
+    guarded = run("guarded")
+    assert guarded["kept_step_factor"] < 1.0
+    assert guarded["kept_loss_edited_d_post"] <= guarded["kept_loss_edited_d_pre"]
+    assert guarded["kept_update_norm"] == pytest.approx(
+        plain["kept_update_norm"] * guarded["kept_step_factor"], rel=1e-3
+    )

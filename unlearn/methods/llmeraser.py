@@ -73,6 +73,15 @@ class LlmEraserOptions(MethodOptions):
     damping: float = Field(1e-5, ge=0, description="lambda of (H + lambda I) x = b (Adam's weight decay)")
     batch_size: int = Field(1, ge=1, description="facts per Hessian-vector product (adam) / per chunk (cg)")
     scale: float = Field(1.0, gt=0, description="multiply the update by this (1: the influence estimate)")
+    # Measured on SmolLM2 (BENCHMARKS.md, LLMEraser): correcting 5 of 20 answers at damping 0.01, the
+    # conjugate-gradient step had norm 94 and every answer of D was lost (loss 0.04 -> 36). The step
+    # length is therefore checked against the loss the retrained adapter minimises.
+    backtrack: int = Field(
+        10,
+        ge=0,
+        description="halve the update up to this many times while it raises the training loss of the edited D "
+        "(what retraining minimises); the adapter stays as taught if every length does. 0: take the solved step",
+    )
     retrain: bool = Field(
         False,
         description="also retrain the adapter from scratch on the edited D (the gold reference, same seed and "
@@ -241,7 +250,9 @@ class LlmEraser(UnlearnTrainer):
             )
         if bar is not None:
             bar.close()
-        influence.apply_update(params, solved.x * opts.scale, sign=-1.0)
+        edited_batches = self._batches(self.edited, opts.batch_size)
+        d_loss_pre = self._mean_loss(edited_batches)
+        factor, d_loss_post = self._safeguarded_step(params, solved.x * opts.scale, edited_batches, d_loss_pre)
         loss_after = {"edited_before": self._mean_loss(before_batches), "edited_after": self._mean_loss(after_batches)}
         trainable, total = parameter_counts(self.peft)
         gold = self._retrained(removed, replaced)
@@ -257,7 +268,10 @@ class LlmEraser(UnlearnTrainer):
             "edited_facts": len(before),
             "training_facts": n,
             "b_norm": round(float(b.norm()), 8),
-            "update_norm": round(float(solved.x.norm() * opts.scale), 8),
+            "update_norm": round(float(solved.x.norm() * opts.scale * factor), 8),
+            "step_factor": factor,
+            "loss_edited_d_pre": d_loss_pre,
+            "loss_edited_d_post": d_loss_post,
             "objective": history[-1]["objective"] if history else None,
             "loss_edited_before_pre": loss_before["edited_before"],
             "loss_edited_before_post": loss_after["edited_before"],
@@ -275,6 +289,35 @@ class LlmEraser(UnlearnTrainer):
             total_params=total,
             examples=n,
         )
+
+    def _safeguarded_step(
+        self, params: list[Any], step: Any, batches: list[dict[str, Any]], loss_pre: float | None
+    ) -> tuple[float, float | None]:
+        """``theta - f * step`` with the largest ``f`` of 1, 1/2, 1/4, ... (``backtrack`` halvings) that
+        does not raise the edited D's mean training loss; ``f = 0`` (the adapter as taught, with a
+        warning) when none is found. Returns ``(f, loss after)``. The influence estimate is a Newton
+        step on that loss, so a step that raises it has left the region where the quadratic holds."""
+        import torch
+
+        saved = [p.detach().clone() for p in params]
+        factor = 1.0
+        for _ in range(self.options.backtrack + 1):
+            influence.apply_update(params, step * factor, sign=-1.0)
+            loss = self._mean_loss(batches)
+            if not self.options.backtrack or loss is None or loss_pre is None or loss <= loss_pre:
+                return factor, loss
+            log.info("llmeraser: step x %g raised the edited D's loss %.4g -> %.4g; halving", factor, loss_pre, loss)
+            with torch.no_grad():
+                for p, before in zip(params, saved):
+                    p.copy_(before)
+            factor /= 2
+        log.warning(
+            "llmeraser: every step length down to x %g raised the edited D's training loss (%.4g); the adapter "
+            "is left as taught. Raise the damping or lower `scale` (docs/llmeraser.md)",
+            factor * 2,
+            loss_pre,
+        )
+        return 0.0, loss_pre
 
     def _retrained(self, removed: list[str], replaced: dict[str, dict[str, str]]) -> dict[str, Any]:
         """With ``retrain``: retrain the gold adapter (``teach_adapter.retrain_adapter``) and measure the
