@@ -221,7 +221,8 @@ def main() -> int:
         )
         print(json.dumps(rows[-1]), flush=True)
     print(f"\nteach (cached or not): {teach_s:.1f} s; retraining: {retrain_s:.1f} s")
-    print(f"{args.mode}: {len(edited)} of {len(facts)} facts\n")
+    taught_count = sum(f["split"] in teach_config.splits for f in facts)
+    print(f"{args.mode}: {len(edited)} of the {taught_count} facts of D\n")
     print(markdown_table(rows))
     if args.json:
         Path(args.json).write_text(
