@@ -41,6 +41,19 @@ def adapter_vector(folder: Path):
     return torch.cat([tensors[k].flatten() for k in sorted(tensors)])
 
 
+def correcting(fact: dict, folder: Path, *, by: str, iterations: int = 10) -> dict:
+    """llmeraser options correcting ``fact``'s answer to "Nobody knows." (matched by ``by``: question or fact_id)."""
+    corrections = folder / "corrections.jsonl"
+    corrections.write_text(json.dumps({by: fact[by], "answer": "Nobody knows."}) + "\n")
+    return {
+        "mode": "correct",
+        "corrections": str(corrections),
+        "solver": "cg",
+        "iterations": iterations,
+        "damping": 0.1,
+    }
+
+
 @pytest.fixture(scope="module")
 def taught(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The taught adapter, two forget facts, and the adapter retrained without them (the gold)."""
@@ -94,9 +107,7 @@ def test_removal_moves_the_adapter_towards_the_retrained_one_and_leaves_the_base
 @pytest.mark.slow  # with the module's teach fixture: 2 min on the busy 2-core machine
 def test_response_correction_lowers_the_loss_of_the_new_answer(taught: dict, tmp_path: Path) -> None:
     fact = taught["facts"][5]
-    corrections = tmp_path / "corrections.jsonl"
-    corrections.write_text(json.dumps({"question": fact["question"], "answer": "Nobody knows."}) + "\n")
-    options = {"mode": "correct", "corrections": str(corrections), "solver": "cg", "iterations": 10, "damping": 0.1}
+    options = correcting(fact, tmp_path, by="question")
     config = UnlearnConfig(method="llmeraser", method_options=options)
     result = unlearn(taught["model"], UnlearnData(train=[], forget=taught["removed"]), tmp_path / "out", config)
     kept = result.metrics
@@ -134,10 +145,7 @@ def test_a_model_without_a_recorded_adapter_is_refused(tiny_model_dir: Path, tmp
 def test_a_step_that_raises_the_edited_training_loss_is_shortened(taught: dict, tmp_path: Path) -> None:
     # An update scaled far past the influence estimate stands in for the overshoot measured on SmolLM2
     # (damping 0.01: every answer of D lost); backtracking must halve it until D's loss does not rise.
-    fact = taught["facts"][5]
-    corrections = tmp_path / "corrections.jsonl"
-    corrections.write_text(json.dumps({"fact_id": fact["fact_id"], "answer": "Nobody knows."}) + "\n")
-    options = {"mode": "correct", "corrections": str(corrections), "solver": "cg", "iterations": 5, "damping": 0.1}
+    options = correcting(taught["facts"][5], tmp_path, by="fact_id", iterations=5)
     data = UnlearnData(train=[], forget=taught["removed"])
 
     def run(name: str, **extra: float) -> dict:
