@@ -12,7 +12,8 @@ The model must be a taught folder with an adapter and its recorded training set 
 
 Then ``b = (sum_after grad l - sum_before grad l) / |D|`` at the adapter, ``x ~ (H + damping I)^-1 b``
 (``unlearn/influence.py``; Adam on ``0.5 x'Hx - b'x`` with one mini-batch Hessian-vector product per
-iteration, or conjugate gradients on full-batch products), and the adapter becomes ``theta - x``.
+iteration, or conjugate gradients on full-batch products), and the adapter becomes ``theta - f x``, ``f``
+the longest of 1, 1/2, ... that does not raise the edited D's training loss (``backtrack``).
 Output: the corrected model merged (a whole model, as full_ft writes) and, in ``adapter/``, the
 corrected adapter with its edited training set (so a second edit can follow).
 """
