@@ -100,6 +100,41 @@ def pipeline_corpora(config: PipelineConfig) -> list[str]:
     return sorted({n for n in names if n})
 
 
+def selects(config: PipelineConfig) -> bool:
+    """Whether the config runs the select step (the knowledge probe, or caps on the facts)."""
+    return bool(config.probe.enabled or config.select.max_facts)
+
+
+def select_stage(
+    stage: StageRunner, store: Store, db: str, config: PipelineConfig, parent_run_id: str | None = None
+) -> None:
+    """The select step, before generation: the facts the model does not answer, and those over the
+    caps, are set aside. Without probe or caps, facts an earlier selection set aside on these
+    corpora are put back in their splits (that selection no longer applies)."""
+    if selects(config):
+        from lune.flows.select import select_facts
+
+        stage(
+            "select",
+            lambda rid: select_facts(
+                db,
+                pipeline_corpora(config),
+                select=config.select,
+                probe=config.probe,
+                model=config.model,
+                run_id=rid,
+                parent_run_id=parent_run_id,
+            ),
+            config={"probe": _dump(config.probe), "select": _dump(config.select)},
+        )
+    else:
+        from lune.data.fact_selection import restore_set_aside
+
+        restored = restore_set_aside(store, pipeline_corpora(config))
+        if restored:
+            stage.say(f"[select] {restored} facts an earlier selection set aside are back in their splits")
+
+
 @flow(name="lune-pipeline")
 def pipeline(
     db: str, config: PipelineConfig, methods: list[str] | None = None, run_id: str | None = None
@@ -133,29 +168,7 @@ def pipeline(
             lambda rid: ingest_flow(db, config.ingest, run_id=rid, parent_run_id=pid),
             config=_dump(config.ingest),
         )
-        if config.probe.enabled or config.select.max_facts:
-            # Before generation: the facts the model does not answer, and those over the caps, are set aside.
-            from lune.flows.select import select_facts
-
-            stage(
-                "select",
-                lambda rid: select_facts(
-                    db,
-                    pipeline_corpora(config),
-                    select=config.select,
-                    probe=config.probe,
-                    model=config.model,
-                    run_id=rid,
-                    parent_run_id=pid,
-                ),
-                config={"probe": _dump(config.probe), "select": _dump(config.select)},
-            )
-        else:  # a selection an earlier config made on these corpora no longer applies: every fact is back
-            from lune.data.fact_selection import restore_set_aside
-
-            restored = restore_set_aside(store, pipeline_corpora(config))
-            if restored:
-                announce(f"[select] {restored} facts an earlier selection set aside are back in their splits")
+        select_stage(stage, store, db, config, parent_run_id=pid)
         stage(
             "generate",
             lambda rid: build_negatives(db, config.generate, run_id=rid, parent_run_id=pid),

@@ -7,8 +7,8 @@ How a sweep runs (wiring only; the points are ``flows.sweep_config``, the report
 ``evaluation.sweep_report``, the SQL ``data.sweep_queries``):
 
 1. every point is expanded and validated before anything runs (``load_sweep``);
-2. *data* (in this process, one point after another): the points whose ingest, generate and score
-   sections agree share one *data store* (``<workdir>/sweep/data/<key>.duckdb``): curation mixes
+2. *data* (in this process, one point after another): the points whose ingest, select, generate and
+   score sections agree share one *data store* (``<workdir>/sweep/data/<key>.duckdb``): curation mixes
    every candidate of a store, so two negative sources must not meet in one. In it each stage runs
    under a run id hashed from its own section and those of the stages it reads
    (``flows.pipeline.StageRunner``), so a completed stage is handed back, not run again: points that
@@ -43,7 +43,7 @@ from lune.data.errors import LuneError
 from lune.data.ids import content_id
 from lune.data.store import Store
 from lune.flows.config import PipelineConfig
-from lune.flows.pipeline import StageRunner
+from lune.flows.pipeline import StageRunner, select_stage, selects
 from lune.flows.sweep_config import SweepConfig, SweepFileConfig, SweepPoint, base_tree, load_sweep
 from lune.flows.task_runners import make_task_runner
 
@@ -56,14 +56,18 @@ def stage_keys(config: PipelineConfig) -> dict[str, str]:
     """The content key of each shared stage: a hash of its own section and of those it reads.
     Same key, same outputs: a completed stage with that key is reused (its run id derives from it)."""
     ingest = content_id("sweep-ingest", _dump(config.ingest))[:16]
-    generate = content_id("sweep-generate", ingest, _dump(config.generate))[:16]
+    # The select step changes which facts the later stages see; without it the keys are as before.
+    select = content_id("sweep-select", ingest, _dump(config.probe), _dump(config.select), config.model)[:16]
+    facts = select if selects(config) else ingest
+    generate = content_id("sweep-generate", facts, _dump(config.generate))[:16]
     score = content_id("sweep-score", generate, _dump(config.score))[:16]
     return {
         "ingest": ingest,
+        "select": select,
         "generate": generate,
         "score": score,
         "curate": content_id("sweep-curate", score, _dump(config.curate))[:16],
-        "teach": content_id("sweep-teach", ingest, _dump(config.teach), config.model)[:16],
+        "teach": content_id("sweep-teach", facts, _dump(config.teach), config.model)[:16],
         "data": score,  # the data store: one per ingest + generate + score
     }
 
@@ -99,6 +103,9 @@ def prepare_data(config: PipelineConfig, say: Callable[[str], None] = announce) 
 
     with Store.open(db) as store:
         stage("ingest", lambda rid: ingest_flow(db, config.ingest, run_id=rid), config.ingest)
+        selecting = StageRunner(store, keys["select"], say)
+        select_stage(selecting, store, db, config)
+        reused.extend(selecting.reused)
         stage("generate", lambda rid: build_negatives(db, config.generate, run_id=rid), config.generate)
         stage("score", lambda rid: score_candidates(db, config.score, config.curate, run_id=rid), config.score)
         curated = stage("curate", lambda rid: curate_set(db, config.curate, config.score, run_id=rid), config.curate)

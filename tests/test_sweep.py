@@ -176,17 +176,26 @@ def stage_runs(db: str) -> dict[str, int]:
 def test_a_rank_sweep_generates_scores_and_teaches_once_and_a_rerun_runs_nothing(
     tmp_path: Path, prefect_harness
 ) -> None:
+    """Over capped facts (`select.max_facts`): the sweep selects as `lune run` does, so teaching and
+    generation see the capped splits only."""
     from lune.data import sweep_queries
     from lune.data.store import Store
     from lune.flows.sweep import sweep_flow
 
-    path = sweep_file(tmp_path, {"axes": [{"key": "unlearn.lora.rank", "values": [2, 4]}]})
+    path = sweep_file(
+        tmp_path, {"axes": [{"key": "unlearn.lora.rank", "values": [2, 4]}]}, select={"max_facts": {"retain": 12}}
+    )
     db = str(tmp_path / "results.duckdb")
     summary = sweep_flow(db, str(path))
     [data_store] = summary["data_stores"]
     # one data store; each shared stage ran once for the two points, the second point reused them
-    assert stage_runs(data_store) == {"ingest": 1, "generate": 1, "score": 1, "curate": 1, "teach": 1}
-    assert summary["reused_stages"] == ["ingest", "generate", "score", "curate", "teach"]
+    assert stage_runs(data_store) == {"ingest": 1, "select": 1, "generate": 1, "score": 1, "curate": 1, "teach": 1}
+    assert summary["reused_stages"] == ["ingest", "select", "generate", "score", "curate", "teach"]
+    with Store(data_store, read_only=True) as store:
+        splits = {r["split"]: r["n"] for r in store.query("SELECT split, count(*) AS n FROM facts GROUP BY split")}
+        [taught] = store.query("SELECT metrics FROM runs WHERE kind = 'teach'")
+    assert splits["retain"] == 12 and splits["set_aside"] == 8  # the tiny sample's 20 retain facts, capped
+    assert json.loads(taught["metrics"])["facts"] == 10 + 12 + 10  # forget, capped retain, utility
     points = summary["points"]
     assert len(points) == 2 and all(p["headline"]["lune"]["usr"] is not None for p in points)
     params = sorted(p["trainable_params"] for p in points)
