@@ -38,7 +38,9 @@ def decide_verdicts(
     store.execute("DELETE FROM candidate_verdicts WHERE set_id = ?", [set_id])
     values, params = [], []
     for kind, p in policies.items():
-        values.append("(?, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::BOOLEAN, ?::INTEGER)")
+        values.append(
+            "(?, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::BOOLEAN, ?::INTEGER)"
+        )
         params += [
             kind,
             p.get("min_similarity"),
@@ -47,6 +49,7 @@ def decide_verdicts(
             p.get("min_contradiction"),
             p.get("min_fluency"),
             p.get("min_quality"),
+            p.get("max_quality"),
             bool(p.get("drop_duplicates", True)),
             p.get("top_k"),
         ]
@@ -54,7 +57,7 @@ def decide_verdicts(
     store.execute(
         f"""
         INSERT INTO candidate_verdicts (set_id, candidate_id, fact_id, kind, keep, reason, role, rank)
-        WITH policy(kind, min_sim, max_sim, max_leak, min_contra, min_flu, min_q, drop_dup, top_k) AS (
+        WITH policy(kind, min_sim, max_sim, max_leak, min_contra, min_flu, min_q, max_q, drop_dup, top_k) AS (
             VALUES {", ".join(values)}
         ),
         scope AS (
@@ -84,6 +87,8 @@ def decide_verdicts(
                     WHEN fluency < p.min_flu THEN 'disfluent'
                     WHEN p.min_q IS NOT NULL AND quality IS NULL THEN 'unscored:quality'
                     WHEN quality < p.min_q THEN 'low_quality'
+                    WHEN p.max_q IS NOT NULL AND quality IS NULL THEN 'unscored:quality'
+                    WHEN quality >= p.max_q THEN 'above_quality_bin'
                     WHEN p.drop_dup AND duplicate >= 0.5 THEN 'duplicate'
                 END AS gate
             FROM scope LEFT JOIN policy p ON p.kind = scope.kind

@@ -222,6 +222,11 @@ class KindPolicy(ConfigModel):
     min_contradiction: float | None = Field(0.5, description="drop under this contradiction, where it is scored")
     min_fluency: float | None = Field(0.5, description="drop under this fluency (0..1)")
     min_quality: float | None = Field(None, description="drop under this quality")
+    max_quality: float | None = Field(
+        None,
+        description="drop at or over this quality: with min_quality, one quality bin "
+        "[min_quality, max_quality), to compare worse negatives with better ones at an equal count",
+    )
     drop_duplicates: bool = Field(True, description="drop candidates the duplicate scorer marked")
     top_k: int | None = Field(None, ge=1, description="keep at most this many per fact, best quality first")
 

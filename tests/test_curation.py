@@ -254,6 +254,33 @@ def test_every_candidate_gets_a_verdict_and_every_drop_a_reason(scored) -> None:
     assert sorted(r["rank"] for r in kept_negatives) == list(range(1, len(kept_negatives) + 1))
 
 
+def test_quality_bins_split_the_kept_negatives_at_max_quality(scored) -> None:
+    """[min_quality, max_quality) keeps one bin: a low and a high bin that meet at a threshold
+    partition what the unbinned policy keeps, and the high ones leave the low bin by their own reason."""
+    store, _ = scored
+
+    def kept(name: str, **policy: float) -> dict[str, float]:
+        negative = KindPolicy(min_similarity=0.3, max_similarity=0.9, **policy)
+        result = curate(store, CurateConfig(name=name, negative=negative))
+        rows = store.query(
+            "SELECT v.candidate_id, v.keep, v.reason, s.quality FROM candidate_verdicts v "
+            "JOIN v_candidate_scores s USING (candidate_id) WHERE v.set_id = ? AND v.kind = 'negative'",
+            [result.set_id],
+        )
+        return {r["candidate_id"]: (r["keep"], r["reason"], r["quality"]) for r in rows}
+
+    every = {c: q for c, (keep, _, q) in kept("all").items() if keep}
+    assert len(every) >= 2 and len(set(every.values())) >= 2  # the born fact's rival cities
+    threshold = sorted(every.values())[-1]  # the best negative starts the high bin
+    low, high = kept("low", max_quality=threshold), kept("high", min_quality=threshold)
+    low_kept = {c for c, (keep, _, _) in low.items() if keep}
+    high_kept = {c for c, (keep, _, _) in high.items() if keep}
+    assert low_kept and high_kept and low_kept.isdisjoint(high_kept)
+    assert low_kept | high_kept == set(every)
+    assert all(every[c] < threshold for c in low_kept) and all(every[c] >= threshold for c in high_kept)
+    assert {low[c][1] for c in high_kept} == {"above_quality_bin"}
+
+
 def test_dataset_probes_are_always_eval_and_the_guard_holds(scored) -> None:
     store, ids = scored
     config = CurateConfig(
