@@ -2,6 +2,7 @@
 
     python bench/threads.py competitor     # a lune stage alone, then beside one CPU-bound process
     python bench/threads.py workers        # a small sweep grid on 1 worker, then on 2 Dask workers
+    python bench/threads.py pair           # what 2 single-threaded processes get from this machine
     python bench/threads.py all --json out.json
 
 Run it on an otherwise idle machine (the claims are about one competitor, not an unknown load).
@@ -17,6 +18,13 @@ stopped after ``--limit`` seconds. Target: (2) / (1) <= 2.5.
 ``workers``: ``lune sweep`` over a grid of ``--points`` LoRA ranks on a small TOFU slice (shared
 stages prepared first, outside the timing); the points then run on 1 worker (threads runner), and
 on 2 Dask worker processes (a local cluster). Target: 2 workers no slower than 1.
+
+``pair``: the machine's side of that target, without lune's sweep around it. The stage's training
+workload on 1 thread alone, on 2 threads alone, and as two 1-thread processes at once. Two
+processes can only beat one 2-thread process when the pair's throughput (steps a second, both
+together) is above the 2-thread one's; if each of the pair runs much slower than the 1-thread stage
+alone, the cores contend below the operating system (shared caches, memory bandwidth, or virtual
+CPUs that are hyperthreads of one physical core).
 Prints a Markdown table; ``--json`` also writes the figures.
 """
 
@@ -130,6 +138,36 @@ def competitor(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def pair(args: argparse.Namespace) -> dict[str, Any]:
+    folder = Path(args.workdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    prepare_model(folder)
+    run_stage(folder, 2, args.limit)  # warm caches
+    results = {
+        "1 thread alone": run_stage(folder, args.steps, args.limit, LUNE_THREADS="1"),
+        "2 threads alone": run_stage(folder, args.steps, args.limit, LUNE_THREADS="2"),
+    }
+    started = time.perf_counter()
+    both = [
+        subprocess.Popen(
+            [sys.executable, "-c", STAGE, str(folder), str(args.steps)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env(LUNE_THREADS="1"),
+        )
+        for _ in range(2)
+    ]
+    outs = [json.loads(proc.communicate(timeout=args.limit)[0].strip().splitlines()[-1]) for proc in both]
+    wall = time.perf_counter() - started
+    for i, out in enumerate(outs):
+        results[f"pair, process {i + 1} (1 thread)"] = out
+    results["pair, both"] = {"seconds": wall, "threads": 2}
+    for label, value in results.items():
+        steps = args.steps * (2 if label == "pair, both" else 1)
+        value["steps_per_s"] = round(steps / value["seconds"], 2)
+    return results
+
+
 def sweep_file(folder: Path, points: int, runner: dict[str, Any]) -> Path:
     import yaml
 
@@ -170,10 +208,15 @@ def workers(args: argparse.Namespace) -> dict[str, Any]:
         db = folder / f"{path.stem}-{time.time_ns()}.duckdb"  # a fresh results store: every point runs
         started = time.perf_counter()
         summary = sweep_flow(str(db), str(path), report=False)
+        began = time.time() - (time.perf_counter() - started)
+        measured = summary["points"]
         results[label] = {
             "seconds": round(time.perf_counter() - started, 1),
-            "points": len(summary["points"]),
-            "threads": sorted({p.get("threads") for p in summary["points"]}),
+            "points": len(measured),
+            "threads": sorted({p.get("threads") for p in measured}),
+            # where the time went: until the first point began (a cluster's start), and in the points
+            "first_point_after_s": round(min(p["started_at"] for p in measured) - began, 1),
+            "point_seconds": [round(p["point_seconds"], 1) for p in measured],
         }
     results["2 Dask workers"]["speedup"] = round(
         results["1 worker"]["seconds"] / results["2 Dask workers"]["seconds"], 2
@@ -183,7 +226,7 @@ def workers(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["competitor", "workers", "all"])
+    parser.add_argument("what", choices=["competitor", "workers", "pair", "all"])
     parser.add_argument("--steps", type=int, default=60, help="competitor: optimiser steps of the stage")
     parser.add_argument("--limit", type=float, default=1800, help="competitor: seconds before a stage is stopped")
     parser.add_argument("--points", type=int, default=4, help="workers: grid points (LoRA ranks 1, 2, 4, ...)")
@@ -195,10 +238,12 @@ def main() -> None:
         out["competitor"] = competitor(args)
     if args.what in ("workers", "all"):
         out["workers"] = workers(args)
-    print("| case | seconds | threads | ratio |\n|---|---|---|---|")
-    for section in ("competitor", "workers"):
+    if args.what in ("pair", "all"):
+        out["pair"] = pair(args)
+    print("| case | seconds | threads | ratio or steps/s |\n|---|---|---|---|")
+    for section in ("competitor", "workers", "pair"):
         for label, row in out.get(section, {}).items():
-            ratio = row.get("slowdown", row.get("speedup", ""))
+            ratio = row.get("slowdown", row.get("speedup", row.get("steps_per_s", "")))
             seconds = f"{row['seconds']:.1f}" if row.get("seconds") else f"stopped at {row.get('stopped_after')}"
             print(f"| {section}: {label} | {seconds} | {row.get('threads')} | {ratio} |")
     if args.json:

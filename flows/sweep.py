@@ -152,6 +152,7 @@ def run_point(point: dict[str, Any], data: dict[str, Any], workers: int = 1) -> 
         if source.exists():
             shutil.copyfile(source, target)
     method = config.unlearn.method
+    began, began_at = time.perf_counter(), time.time()
     with torch_threads(workers) as threads:
         started = time.perf_counter()
         unlearned = unlearn_flow(
@@ -184,6 +185,8 @@ def run_point(point: dict[str, Any], data: dict[str, Any], workers: int = 1) -> 
         "report_md": outcome.report_files.get("report_md"),
         "threads": threads,
         "pid": os.getpid(),
+        "started_at": began_at,  # wall clock: when the point began in its worker, and how long it took
+        "point_seconds": time.perf_counter() - began,
     }
 
 
