@@ -30,7 +30,9 @@ def decide_verdicts(
 
     ``policies`` maps each kind to its thresholds (``KindPolicy`` fields); a candidate of a kind it
     lacks is dropped as 'unknown_kind'. The drop reasons, in the order the gates are tried, are
-    explained in docs/scoring.md. Kept negatives and
+    explained in docs/scoring.md. Candidates that pass the gates are ranked per fact and kind by
+    quality, best first (worst first where the policy has ``prefer: worst``); ``top_k`` keeps the
+    first. Kept negatives and
     refusals get role 'train', dataset-provided paraphrases and attacks role 'eval'; kept generated
     paraphrases and attacks get no role yet (``assign_roles`` splits them). Negatives and refusals
     of facts whose answer has at most ``span_answer_words`` words skip the similarity gates.
@@ -39,7 +41,8 @@ def decide_verdicts(
     values, params = [], []
     for kind, p in policies.items():
         values.append(
-            "(?, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::BOOLEAN, ?::INTEGER)"
+            "(?, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::DOUBLE, ?::BOOLEAN, ?::INTEGER, "
+            "?::BOOLEAN)"
         )
         params += [
             kind,
@@ -52,12 +55,13 @@ def decide_verdicts(
             p.get("max_quality"),
             bool(p.get("drop_duplicates", True)),
             p.get("top_k"),
+            p.get("prefer", "best") == "worst",
         ]
     splits = list(splits)
     store.execute(
         f"""
         INSERT INTO candidate_verdicts (set_id, candidate_id, fact_id, kind, keep, reason, role, rank)
-        WITH policy(kind, min_sim, max_sim, max_leak, min_contra, min_flu, min_q, max_q, drop_dup, top_k) AS (
+        WITH policy(kind, min_sim, max_sim, max_leak, min_contra, min_flu, min_q, max_q, drop_dup, top_k, worst) AS (
             VALUES {", ".join(values)}
         ),
         scope AS (
@@ -70,7 +74,7 @@ def decide_verdicts(
             LEFT JOIN v_candidate_scores s ON s.candidate_id = c.candidate_id
         ),
         gated AS (
-            SELECT scope.*, p.top_k,
+            SELECT scope.*, p.top_k, coalesce(p.worst, false) AS worst,
                 CASE
                     WHEN from_dataset THEN NULL
                     WHEN p.kind IS NULL THEN 'unknown_kind'
@@ -97,7 +101,8 @@ def decide_verdicts(
             SELECT *,
                 CASE WHEN gate IS NULL AND NOT from_dataset THEN
                     row_number() OVER (PARTITION BY fact_id, kind, (gate IS NULL AND NOT from_dataset)
-                                       ORDER BY quality DESC NULLS LAST, similarity DESC NULLS LAST, candidate_id)
+                                       ORDER BY CASE WHEN worst THEN quality END ASC NULLS LAST,
+                                                quality DESC NULLS LAST, similarity DESC NULLS LAST, candidate_id)
                 END AS rnk
             FROM gated
         )

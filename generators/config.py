@@ -229,6 +229,11 @@ class KindPolicy(ConfigModel):
     )
     drop_duplicates: bool = Field(True, description="drop candidates the duplicate scorer marked")
     top_k: int | None = Field(None, ge=1, description="keep at most this many per fact, best quality first")
+    prefer: Literal["best", "worst"] = Field(
+        "best",
+        description="which candidates top_k keeps of those that pass the gates: the best by quality, or "
+        "the worst (the same count of worse negatives, to measure what quality is worth)",
+    )
 
 
 class CurateConfig(ConfigModel):

@@ -50,9 +50,19 @@ class CurationResult:
         return self.counts.get("below_minimum", [])
 
 
+# Policy fields added after sets were stored: at these defaults they are left out of the stored
+# policy, so a set curated before they existed keeps its fingerprint (a rerun reuses it).
+LATER_POLICY_DEFAULTS: dict[str, Any] = {"max_quality": None, "prefer": "best"}
+
+
 def policy_dict(config: CurateConfig) -> dict[str, Any]:
     """The resolved policy as stored on the set (the name is not part of it)."""
-    return config.model_dump(exclude={"name"})
+    policy = config.model_dump(exclude={"name"})
+    for kind in CANDIDATE_KINDS:
+        for key, default in LATER_POLICY_DEFAULTS.items():
+            if policy[kind].get(key, default) == default:
+                policy[kind].pop(key, None)
+    return policy
 
 
 def _prefers_eval(candidate_id: str, seed: int, fraction: float) -> bool:

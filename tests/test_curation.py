@@ -259,7 +259,7 @@ def test_quality_bins_split_the_kept_negatives_at_max_quality(scored) -> None:
     partition what the unbinned policy keeps, and the high ones leave the low bin by their own reason."""
     store, _ = scored
 
-    def kept(name: str, **policy: float) -> dict[str, float]:
+    def kept(name: str, **policy: float | str) -> dict[str, tuple[bool, str, float]]:
         negative = KindPolicy(min_similarity=0.3, max_similarity=0.9, **policy)
         result = curate(store, CurateConfig(name=name, negative=negative))
         rows = store.query(
@@ -279,6 +279,20 @@ def test_quality_bins_split_the_kept_negatives_at_max_quality(scored) -> None:
     assert low_kept | high_kept == set(every)
     assert all(every[c] < threshold for c in low_kept) and all(every[c] >= threshold for c in high_kept)
     assert {low[c][1] for c in high_kept} == {"above_quality_bin"}
+    # prefer worst: the same count of the gated pool, from the bottom
+    best, worst = kept("best", top_k=1), kept("worst", top_k=1, prefer="worst")
+    [best_one], [worst_one] = ([c for c, (keep, _, _) in run.items() if keep] for run in (best, worst))
+    assert every[best_one] == max(every.values()) and every[worst_one] == min(every.values())
+    assert worst[best_one][1] == "below_top_k"
+
+
+def test_later_policy_fields_at_their_defaults_keep_the_stored_fingerprint() -> None:
+    from lune.generators.curation import LATER_POLICY_DEFAULTS, policy_dict
+
+    stored = policy_dict(CurateConfig())
+    assert not any(key in stored["negative"] for key in LATER_POLICY_DEFAULTS)
+    binned = policy_dict(CurateConfig(negative=KindPolicy(max_quality=0.8, prefer="worst")))
+    assert binned["negative"]["max_quality"] == 0.8 and binned["negative"]["prefer"] == "worst"
 
 
 def test_dataset_probes_are_always_eval_and_the_guard_holds(scored) -> None:
