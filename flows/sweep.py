@@ -271,16 +271,33 @@ def run_points(
             ): p
             for p in pending
         }
-        for future in as_completed(list(futures)):
+        started = time.perf_counter()
+        for finished, future in enumerate(as_completed(list(futures)), start=1):
             point = futures[future]
+            progress = point_progress(finished, len(futures), time.perf_counter() - started)
             try:
                 results[point.point_id] = future.result()
             except Exception as err:
                 failures.append(f"{point.values} seed {point.seed}: {err}")
-                announce(f"sweep point {point.point_id} failed: {err}")
+                announce(f"sweep point {point.point_id} failed ({progress}): {err}")
                 continue
-            announce(f"sweep point {point.values} seed {point.seed} done")
+            announce(f"sweep point {point.values} seed {point.seed} done ({progress})")
     return failures
+
+
+def point_progress(finished: int, total: int, elapsed: float) -> str:
+    """How far the points are, for the log: the count, the time so far and a linear estimate of
+    the rest (points of one sweep cost about the same).
+
+    >>> point_progress(1, 3, 540.0)
+    '1/3 points, 9.0 min so far, about 18.0 min left'
+    >>> point_progress(3, 3, 1620.0)
+    '3/3 points, 27.0 min so far'
+    """
+    said = f"{finished}/{total} points, {elapsed / 60:.1f} min so far"
+    if finished < total:
+        said += f", about {elapsed / finished * (total - finished) / 60:.1f} min left"
+    return said
 
 
 @flow(name="lune-sweep", log_prints=True)

@@ -164,6 +164,14 @@ def test_pure_helpers() -> None:
     assert effect_cell("16", 0.85, 0.0, 1) == "16: 0.850 (1 seed, no interval)"
 
 
+def test_point_progress_estimates_the_rest_from_the_points_done() -> None:
+    from lune.flows.sweep import point_progress
+
+    assert point_progress(1, 3, 540.0) == "1/3 points, 9.0 min so far, about 18.0 min left"
+    assert point_progress(2, 8, 60.0) == "2/8 points, 1.0 min so far, about 3.0 min left"
+    assert point_progress(3, 3, 1620.0) == "3/3 points, 27.0 min so far"
+
+
 def stage_runs(db: str) -> dict[str, int]:
     from lune.data.store import Store
 
