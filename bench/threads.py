@@ -197,11 +197,11 @@ def sweep_file(folder: Path, points: int, runner: dict[str, Any]) -> Path:
 def warm_cluster(workers: int) -> Any:
     """A local Dask cluster of ``workers`` single-threaded processes, started and warmed (lune, torch,
     transformers and peft imported) before any timing: a cluster a user keeps running between sweeps."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    from lune.flows.task_runners import worker_environment
+    from lune.flows.task_runners import local_cluster, worker_environment
 
-    cluster = LocalCluster(
+    cluster = local_cluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, env=worker_environment()
     )
     with Client(cluster) as client:

@@ -45,7 +45,7 @@ from lune.data.store import Store
 from lune.flows.config import PipelineConfig
 from lune.flows.pipeline import StageRunner, select_stage, selects
 from lune.flows.sweep_config import SweepConfig, SweepFileConfig, SweepPoint, base_tree, load_sweep
-from lune.flows.task_runners import make_task_runner
+from lune.flows.task_runners import make_task_runner, nanny_env_warning
 
 
 def _dump(section: Any) -> dict[str, Any]:
@@ -152,6 +152,8 @@ def run_point(point: dict[str, Any], data: dict[str, Any], workers: int = 1) -> 
         if source.exists():
             shutil.copyfile(source, target)
     method = config.unlearn.method
+    if warning := nanny_env_warning():
+        print(f"warning: {warning}")
     began, began_at = time.perf_counter(), time.time()
     with torch_threads(workers) as threads:
         started = time.perf_counter()

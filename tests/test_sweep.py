@@ -270,6 +270,27 @@ def test_local_dask_workers_report_to_this_process_prefect_server(prefect_harnes
     assert make_task_runner("dask", 2, "tcp://10.0.0.1:8786").address == "tcp://10.0.0.1:8786"
 
 
+def test_a_local_clusters_workers_lack_the_nannys_malloc_and_thread_settings(monkeypatch) -> None:
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536 and OMP_NUM_THREADS=1 in its workers (and in
+    the process starting them); the trim threshold made training 1.6 times slower (BENCHMARKS.md)."""
+    from distributed import Client
+
+    from lune.flows.task_runners import NANNY_ENV_UNSET, local_cluster, nanny_env_warning
+
+    for name in NANNY_ENV_UNSET:
+        monkeypatch.delenv(name, raising=False)
+    with (
+        local_cluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        [seen] = client.run(lambda: {name: os.environ.get(name) for name in NANNY_ENV_UNSET}).values()
+    assert seen == dict.fromkeys(NANNY_ENV_UNSET)
+    assert not any(name in os.environ for name in NANNY_ENV_UNSET)  # nor leaked into this process
+    assert nanny_env_warning() is None
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")  # a worker of a cluster started elsewhere
+    assert "MALLOC_TRIM_THRESHOLD_=65536" in (nanny_env_warning() or "")
+
+
 @pytest.mark.slow
 def test_the_ci_grid_runs_through_the_command_line(tmp_path: Path) -> None:
     """`lune sweep configs/sweep-quality.yaml` on the embedded default, as CI runs it: two negative
