@@ -61,3 +61,17 @@ def test_checks_run_at_the_start_every_k_steps_and_at_the_last(model_and_tokeniz
         checks.on_step_end(state)
     assert [c.step for c in checks.rules.history] == [0, 3, 6, 7]
     assert checks.answered == 4 * len(probe)
+
+
+def test_a_tolerance_under_one_monitored_fact_is_warned_about() -> None:
+    from lune.unlearn.early_stopping import EarlyStopping, coarse_monitor_warning
+
+    # 10 monitored facts: one lost is 0.1 of GUR, over the default 0.05
+    warning = coarse_monitor_warning(0.05, 10)
+    assert warning is not None and "10 monitored retain facts" in warning and "1/10 = 0.1" in warning
+    assert coarse_monitor_warning(0.05, 20) is None  # 1/20 = 0.05: one lost fact is still allowed
+    assert coarse_monitor_warning(0.05, 40) is None and coarse_monitor_warning(0.0, 0) is None
+    # and the rule it warns about: at 10 facts, the first lost one stops the run
+    rules = EarlyStopping(usr_target=0.9, gur_tolerance=0.05)
+    rules.start(forget_recall=1.0, retain_recall=1.0)
+    assert rules.update(5, forget_recall=0.8, retain_recall=0.9) == EarlyStopping.GUR_TOLERANCE

@@ -92,6 +92,25 @@ class Probe:
         return sum(match(a, k) for a, k in zip(answers, self.key_spans, strict=True)) / len(self.questions)
 
 
+def coarse_monitor_warning(gur_tolerance: float, monitored_retain: int) -> str | None:
+    """A warning when one lost retain fact already exceeds the tolerance, else None.
+
+    One of ``n`` monitored retain facts moves GUR by ``1/n``; with ``gur_tolerance < 1/n`` the run
+    stops at the first monitored fact it loses, and keeps a check from before it (on SmolLM2 TOFU,
+    10 monitored facts at the default 0.05 stopped two of three sweep points early).
+
+    >>> coarse_monitor_warning(0.05, 10) is not None, coarse_monitor_warning(0.05, 40)
+    (True, None)
+    """
+    if monitored_retain <= 0 or gur_tolerance >= 1.0 / monitored_retain - 1e-9:
+        return None
+    return (
+        f"gur_tolerance {gur_tolerance:g} is under one of the {monitored_retain} monitored retain facts "
+        f"(1/{monitored_retain} = {1 / monitored_retain:.3g}): the run stops at the first monitored retain "
+        "fact it loses; monitor more retain facts (monitor_retain) or raise gur_tolerance to allow that"
+    )
+
+
 class EarlyStopping:
     """The stopping rules of the module docstring; ``update`` returns why to stop, or None."""
 

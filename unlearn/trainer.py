@@ -34,7 +34,7 @@ from lune.core.models import attention_of, set_attention
 from lune.core.registry import Registry
 from lune.data.errors import LuneError
 from lune.unlearn import losses
-from lune.unlearn.early_stopping import EarlyStopping, Probe, RecallChecks, pick_monitor
+from lune.unlearn.early_stopping import EarlyStopping, Probe, RecallChecks, coarse_monitor_warning, pick_monitor
 from lune.unlearn.examples import Example, collate, encode, endless_batches, pad_id_of
 from lune.unlearn.inputs import UnlearnData
 from lune.unlearn.loop import Batch, Progress, adamw, train_loop, warmup_then_constant
@@ -290,6 +290,8 @@ class UnlearnTrainer:
         )
         if not retain_probe.questions:
             log.warning("no retain facts: GUR cannot be measured, early stopping watches USR only")
+        elif warning := coarse_monitor_warning(cfg.gur_tolerance, len(retain_probe.questions)):
+            log.warning(warning)
 
         self.model.train()
         self.prepare(examples)
